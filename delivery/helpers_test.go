@@ -1,0 +1,217 @@
+package delivery_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sluicemta/sluice"
+	"github.com/sluicemta/sluice/delivery"
+	"github.com/sluicemta/sluice/delivery/dnstest"
+	"github.com/sluicemta/sluice/queue"
+	"github.com/sluicemta/sluice/smtp/smtptest"
+)
+
+// fast are the timeouts of every test agent: a hung peer costs 200ms.
+var fast = delivery.Timeouts{
+	Connect:  200 * time.Millisecond,
+	Greeting: 200 * time.Millisecond,
+	Command:  200 * time.Millisecond,
+	Data:     200 * time.Millisecond,
+	DNS:      200 * time.Millisecond,
+}
+
+// recorder is an Enqueuer that keeps what it is given.
+type recorder struct {
+	mu   sync.Mutex
+	envs []*sluice.Envelope
+	msgs [][]byte
+	err  error
+}
+
+func (r *recorder) Enqueue(_ context.Context, env *sluice.Envelope, body io.Reader) (string, error) {
+	b, err := io.ReadAll(body)
+	if err != nil {
+		return "", err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.err != nil {
+		return "", r.err
+	}
+	r.envs = append(r.envs, env.Clone())
+	r.msgs = append(r.msgs, b)
+	return "DSN1", nil
+}
+
+// logBuffer collects JSON log records.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// records returns the records with the given message.
+func (l *logBuffer) records(t *testing.T, msg string) []map[string]any {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(l.buf.String()), "\n") {
+		if line == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("bad log line %q: %v", line, err)
+		}
+		if m["msg"] == msg {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+type env struct {
+	agent *delivery.Agent
+	dsn   *recorder
+	logs  *logBuffer
+}
+
+func newAgent(t *testing.T, opts ...delivery.Option) env {
+	t.Helper()
+	e := env{dsn: &recorder{}, logs: &logBuffer{}}
+	base := []delivery.Option{
+		delivery.WithHostname("mta.test"),
+		delivery.WithTimeouts(fast),
+		delivery.WithLogger(slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))),
+	}
+	a, err := delivery.New(e.dsn, append(base, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.agent = a
+	return e
+}
+
+func newSink(t *testing.T, opts ...smtptest.Option) *smtptest.Sink {
+	t.Helper()
+	s, err := smtptest.NewSink(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func newDNS(t *testing.T, records ...string) *dnstest.Server {
+	t.Helper()
+	s, err := dnstest.NewServer(records...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func port(t *testing.T, addr string) int {
+	t.Helper()
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, c := range p {
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
+
+func newMessage(body string, from string, to ...string) *queue.Message {
+	e := &sluice.Envelope{ID: "Q1", From: from, Received: time.Now().Add(-time.Second)}
+	for _, a := range to {
+		e.Recipients = append(e.Recipients, sluice.Recipient{Address: a})
+	}
+	return queue.NewMessage(e, int64(len(body)), func() (io.ReadCloser, error) {
+		return io.NopCloser(strings.NewReader(body)), nil
+	})
+}
+
+func deliver(t *testing.T, a *delivery.Agent, msg *queue.Message) []queue.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res := a.Deliver(ctx, msg)
+	if len(res) != len(msg.Envelope.Recipients) {
+		t.Fatalf("got %d results for %d recipients", len(res), len(msg.Envelope.Recipients))
+	}
+	return res
+}
+
+// hangListener accepts connections on addr and never writes to them.
+func hangListener(t *testing.T, addr string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		wg.Wait()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	return l.Addr().String()
+}
+
+// failingReader returns data, then err.
+type failingReader struct {
+	data []byte
+	err  error
+}
+
+func (f *failingReader) Read(p []byte) (int, error) {
+	if len(f.data) == 0 {
+		return 0, f.err
+	}
+	n := copy(p, f.data)
+	f.data = f.data[n:]
+	return n, nil
+}
+
+var errDamaged = errors.New("checksum mismatch")
+
+func bufioReader(s string) *bufio.Reader { return bufio.NewReader(strings.NewReader(s)) }

@@ -1,0 +1,55 @@
+package delivery
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluicemta/sluice"
+)
+
+// metrics are the agent's Prometheus collectors; nil when no Registerer
+// was given.
+type metrics struct {
+	attempts *prometheus.CounterVec
+	duration prometheus.Histogram
+}
+
+func newMetrics(r prometheus.Registerer) (*metrics, error) {
+	if r == nil {
+		return nil, nil
+	}
+	m := &metrics{
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_delivery_attempts_total",
+			Help: "Recipient delivery attempts by result (delivered, deferred, bounced).",
+		}, []string{"result"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sluice_delivery_attempt_duration_seconds",
+			Help:    "Duration of one delivery attempt to one destination (route lookup and SMTP sessions).",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.attempts, m.duration} {
+		if err := r.Register(c); err != nil {
+			return nil, fmt.Errorf("delivery: register metrics: %w", err)
+		}
+	}
+	for _, o := range []sluice.Outcome{sluice.OutcomeDelivered, sluice.OutcomeDeferred, sluice.OutcomeBounced} {
+		m.attempts.WithLabelValues(o.String())
+	}
+	return m, nil
+}
+
+func (m *metrics) attempt(o sluice.Outcome) {
+	if m != nil {
+		m.attempts.WithLabelValues(o.String()).Inc()
+	}
+}
+
+func (m *metrics) observe(d time.Duration) {
+	if m != nil {
+		m.duration.Observe(d.Seconds())
+	}
+}

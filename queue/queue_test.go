@@ -495,3 +495,52 @@ func counterValue(c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// bodyBouncer bounces every recipient without reading the body; its
+// Bounce reads the body, as a DSN with RET=FULL does.
+type bodyBouncer struct{ bounceErr chan error }
+
+func (bodyBouncer) Deliver(_ context.Context, msg *Message) []Result {
+	res := make([]Result, len(msg.Envelope.Recipients))
+	for i := range res {
+		res[i] = Result{Outcome: sluice.OutcomeBounced, Reply: sluice.NewReply(550, sluice.EnhancedCode{5, 1, 1}, "no")}
+	}
+	return res
+}
+
+func (b bodyBouncer) Bounce(_ context.Context, msg *Message, _ []Failure) error {
+	rc, err := msg.Open()
+	if err == nil {
+		_, err = io.ReadAll(rc)
+		rc.Close()
+	}
+	b.bounceErr <- err
+	return err
+}
+
+func TestCorruptBodyFoundByBouncerIsQuarantined(t *testing.T) {
+	dir := t.TempDir()
+	q, err := New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := q.Enqueue(context.Background(), testEnvelope("r@example.com"), strings.NewReader("Subject: x\r\n\r\nbody\r\n"))
+	q.Close()
+	flipByte(t, filepath.Join(dir, "msg", id), -20)
+	q2 := newTestQueue(t, dir)
+	b := bodyBouncer{bounceErr: make(chan error, 10)}
+	serve(t, q2, b)
+	if err := <-b.bounceErr; !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Bounce read the damaged body with err %v, want ErrCorrupt", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for q2.Depth() != 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond) // polling the queue with a deadline
+	}
+	if q2.Depth() != 0 {
+		t.Fatal("message with a damaged body is still queued after its bounce failed on it")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "quarantine", id+".msg")); err != nil {
+		t.Errorf("damaged message not quarantined: %v", err)
+	}
+}

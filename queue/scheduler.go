@@ -108,18 +108,24 @@ func (q *Queue) attempt(d Deliverer, e *entry) {
 		return q.spool.openBody(e.id, e.layout, func(err error) { corrupt.Store(&err) })
 	}
 	results := d.Deliver(ctx, msg)
-
-	if errp := corrupt.Load(); errp != nil {
-		q.quarantine(e.id, "msg", *errp)
-		q.drop(e, false)
-		return
+	isCorrupt := func() bool {
+		errp := corrupt.Load()
+		if errp != nil {
+			q.quarantine(e.id, "msg", *errp)
+			q.drop(e, false)
+		}
+		return errp != nil
 	}
-	q.record(ctx, d, e, msg, due, results)
+	if !isCorrupt() {
+		q.record(ctx, d, e, msg, due, results, isCorrupt)
+	}
 }
 
 // record applies the results of an attempt to e's state, notifies senders
-// of final failures, and removes e or schedules its next attempt.
-func (q *Queue) record(ctx context.Context, d Deliverer, e *entry, msg *Message, due []int, results []Result) {
+// of final failures, and removes e or schedules its next attempt. The
+// Bouncer reads the body too; if that finds it damaged, isCorrupt
+// quarantines the message and record stops.
+func (q *Queue) record(ctx context.Context, d Deliverer, e *entry, msg *Message, due []int, results []Result, isCorrupt func() bool) {
 	now := q.cfg.now()
 	st := e.state
 	expired := now.Sub(e.layout.env.Received) >= q.cfg.maxAge
@@ -148,9 +154,15 @@ func (q *Queue) record(ctx context.Context, d Deliverer, e *entry, msg *Message,
 			rs.Status = stateDeferred
 		}
 	}
-	if len(failed) > 0 && q.notify(ctx, d, e, msg, failed) {
-		for _, i := range failedIdx {
-			st.Rcpts[i].Status = stateBounced
+	if len(failed) > 0 {
+		notified := q.notify(ctx, d, e, msg, failed)
+		if isCorrupt() {
+			return
+		}
+		if notified {
+			for _, i := range failedIdx {
+				st.Rcpts[i].Status = stateBounced
+			}
 		}
 	}
 	st.Attempts++

@@ -1,0 +1,48 @@
+package filter_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/sluicemta/sluice"
+	"github.com/sluicemta/sluice/filter"
+)
+
+func Example() {
+	// A filter that tags every message, and one that rejects a word.
+	tag := filter.FilterFunc(func(ctx context.Context, m *filter.Message) (filter.Verdict, error) {
+		return filter.Verdict{Headers: []filter.Header{{Name: "X-Checked", Value: "yes"}}}, nil
+	})
+	words := filter.FilterFunc(func(ctx context.Context, m *filter.Message) (filter.Verdict, error) {
+		buf := make([]byte, m.Size)
+		if _, err := m.Body.ReadAt(buf, 0); err != nil {
+			return filter.Verdict{}, err
+		}
+		if strings.Contains(string(buf), "viagra") {
+			return filter.Verdict{Action: filter.Reject}, nil
+		}
+		return filter.Verdict{}, nil
+	})
+	chain, err := filter.New(
+		filter.WithFilter("tag", tag),
+		filter.WithFilter("words", words, filter.Timeout(2*time.Second), filter.OnError(filter.PolicyAccept)),
+	)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, body := range []string{"Subject: hi\r\n\r\nhello\r\n", "Subject: buy\r\n\r\nviagra\r\n"} {
+		m := &filter.Message{
+			Envelope: &sluice.Envelope{From: "a@example.org", Recipients: []sluice.Recipient{{Address: "b@example.com"}}},
+			Body:     strings.NewReader(body),
+			Size:     int64(len(body)),
+		}
+		v := chain.Run(context.Background(), m)
+		fmt.Println(v.Action, v.Reply, v.Headers)
+	}
+	// Output:
+	// accept <nil> [{X-Checked yes}]
+	// reject 550 5.7.1 message rejected [{X-Checked yes}]
+}

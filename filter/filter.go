@@ -1,0 +1,130 @@
+package filter
+
+import (
+	"context"
+	"io"
+	"strconv"
+
+	"github.com/sluicemta/sluice"
+)
+
+// Filter inspects one message and returns a [Verdict]. Check must honour
+// ctx: the [Chain] gives every filter its own deadline and abandons a
+// filter that has not returned by then. Check may be called concurrently
+// for different messages.
+//
+// An error means the filter could not decide (a dead spamd, a refused
+// connection); the chain then applies the filter's [OnError] policy. A
+// rejection is not an error: it is a Verdict with [Reject].
+type Filter interface {
+	Check(ctx context.Context, m *Message) (Verdict, error)
+}
+
+// FilterFunc is an adapter to use an ordinary function as a [Filter].
+type FilterFunc func(ctx context.Context, m *Message) (Verdict, error)
+
+var _ Filter = FilterFunc(nil)
+
+// Check calls f(ctx, m).
+func (f FilterFunc) Check(ctx context.Context, m *Message) (Verdict, error) { return f(ctx, m) }
+
+// Message is what a filter sees of a message: its envelope and the whole
+// message as received (header and body, CRLF line endings, the trace
+// header of the receiving server included).
+type Message struct {
+	// Envelope is the SMTP envelope. Filters must not modify it.
+	Envelope *sluice.Envelope
+	// Body is the message; it is safe for concurrent ReadAt calls, so
+	// filters may read it at the same time.
+	Body io.ReaderAt
+	// Size is the length of Body in bytes.
+	Size int64
+}
+
+// Reader returns a new reader over the whole of m.Body, independent of any
+// other reader.
+func (m *Message) Reader() io.Reader { return io.NewSectionReader(m.Body, 0, m.Size) }
+
+// Action is what a verdict asks the receiver to do with a message.
+type Action int
+
+// The actions of a verdict. The zero value is Accept, so a filter that has
+// nothing to say returns Verdict{}.
+const (
+	Accept   Action = iota // continue with the next filter, then queue the message
+	Reject                 // refuse the message permanently (5xx)
+	Tempfail               // refuse the message for now (4xx); the client retries
+	Discard                // answer success but drop the message
+)
+
+// String returns "accept", "reject", "tempfail" or "discard".
+func (a Action) String() string {
+	switch a {
+	case Accept:
+		return "accept"
+	case Reject:
+		return "reject"
+	case Tempfail:
+		return "tempfail"
+	case Discard:
+		return "discard"
+	}
+	return "Action(" + strconv.Itoa(int(a)) + ")"
+}
+
+func (a Action) valid() bool { return a >= Accept && a <= Discard }
+
+// Header is a header field a filter asks to prepend to the message, such
+// as an X-Spam-Status. Value is unfolded text; the receiver folds and
+// sanitises it.
+type Header struct {
+	Name  string
+	Value string
+}
+
+// Verdict is the decision of a filter or of a whole [Chain].
+type Verdict struct {
+	// Action is what to do with the message.
+	Action Action
+	// Reply is the reply the client sees for Reject, Tempfail and
+	// Discard. A filter may leave it nil; [Chain.Run] always fills it in,
+	// with 550 5.7.1 for Reject, 451 4.7.1 for Tempfail and 250 2.0.0 for
+	// Discard (a reply of the wrong class is replaced the same way).
+	Reply *sluice.Reply
+	// Headers are header fields to prepend to the message when it is
+	// accepted. [Chain.Run] returns the headers of every filter that ran,
+	// in order.
+	Headers []Header
+}
+
+// Policy is what a filter failure means for the message: the filter
+// returned an error, panicked, or did not answer before its timeout.
+type Policy int
+
+// The failure policies. The zero value, PolicyTempfail, is the safe
+// default: the client keeps the message and retries later.
+const (
+	// PolicyTempfail refuses the message with 451 4.7.1.
+	PolicyTempfail Policy = iota
+	// PolicyAccept lets the message through, tagged with the header
+	// "X-Sluice-Filter: <name> <error|timeout>", and goes on with the
+	// next filter.
+	PolicyAccept
+	// PolicyReject refuses the message with 554 5.7.1.
+	PolicyReject
+)
+
+// String returns "tempfail", "accept" or "reject".
+func (p Policy) String() string {
+	switch p {
+	case PolicyTempfail:
+		return "tempfail"
+	case PolicyAccept:
+		return "accept"
+	case PolicyReject:
+		return "reject"
+	}
+	return "Policy(" + strconv.Itoa(int(p)) + ")"
+}
+
+func (p Policy) valid() bool { return p >= PolicyTempfail && p <= PolicyReject }

@@ -1,0 +1,72 @@
+package smtp
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Results of a transaction, the values of the result label of
+// sluice_smtp_messages_total.
+const (
+	resultQueued    = "queued"    // 250 after Enqueue
+	resultDiscarded = "discarded" // 250 but dropped by a filter
+	resultRejected  = "rejected"  // 5xx to DATA
+	resultDeferred  = "deferred"  // 4xx to DATA
+)
+
+// metrics are the server's Prometheus collectors; nil when no Registerer
+// was given, and every method is then a no-op.
+type metrics struct {
+	connections prometheus.Counter
+	sessions    prometheus.Gauge
+	messages    *prometheus.CounterVec
+}
+
+func newMetrics(r prometheus.Registerer) (*metrics, error) {
+	if r == nil {
+		return nil, nil
+	}
+	m := &metrics{
+		connections: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_smtp_connections_total",
+			Help: "SMTP connections accepted.",
+		}),
+		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sluice_smtp_sessions",
+			Help: "SMTP connections open now.",
+		}),
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_smtp_messages_total",
+			Help: "Messages received by result (queued, discarded, rejected, deferred).",
+		}, []string{"result"}),
+	}
+	for _, c := range []prometheus.Collector{m.connections, m.sessions, m.messages} {
+		if err := r.Register(c); err != nil {
+			return nil, fmt.Errorf("smtp: register metrics: %w", err)
+		}
+	}
+	for _, res := range []string{resultQueued, resultDiscarded, resultRejected, resultDeferred} {
+		m.messages.WithLabelValues(res)
+	}
+	return m, nil
+}
+
+func (m *metrics) connOpened() {
+	if m != nil {
+		m.connections.Inc()
+		m.sessions.Inc()
+	}
+}
+
+func (m *metrics) connClosed() {
+	if m != nil {
+		m.sessions.Dec()
+	}
+}
+
+func (m *metrics) message(result string) {
+	if m != nil {
+		m.messages.WithLabelValues(result).Inc()
+	}
+}

@@ -1,0 +1,48 @@
+package health_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http/httptest"
+
+	"github.com/sluicemta/sluice/health"
+)
+
+func Example() {
+	h, err := health.New()
+	if err != nil {
+		panic(err)
+	}
+	spoolOK := true
+	h.AddReadiness("queue", health.CheckerFunc(func(context.Context) error {
+		if !spoolOK {
+			return fmt.Errorf("spool not writable")
+		}
+		return nil
+	}))
+	// In a program: h.AddReadiness("smtp", health.SMTPProbe("127.0.0.1:25", 2*time.Second))
+	// and serve h.Handler() on an http.Server.
+	srv := httptest.NewServer(h.Handler())
+	defer srv.Close()
+
+	show := func() {
+		resp, err := srv.Client().Get(srv.URL + "/readyz")
+		if err != nil {
+			panic(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		fmt.Printf("%d %s", resp.StatusCode, body)
+	}
+	show()
+	spoolOK = false
+	show()
+	spoolOK = true
+	h.SetDraining(true) // on SIGTERM, before the listeners close
+	show()
+	// Output:
+	// 200 ok
+	// 503 {"status":"not ready","checks":{"queue":"spool not writable"}}
+	// 503 {"status":"draining"}
+}

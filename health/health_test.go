@@ -1,0 +1,273 @@
+package health
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluicemta/sluice/smtp/smtptest"
+)
+
+func newHealth(t *testing.T, opts ...Option) (*Health, *httptest.Server) {
+	t.Helper()
+	h, err := New(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h.Handler())
+	t.Cleanup(srv.Close)
+	return h, srv
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// flag is a check whose result the test sets.
+type flag struct {
+	mu  sync.Mutex
+	err error
+}
+
+func (f *flag) set(err error) { f.mu.Lock(); f.err = err; f.mu.Unlock() }
+func (f *flag) Check(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
+}
+
+func TestReadyzFollowsChecks(t *testing.T) {
+	h, srv := newHealth(t)
+	queue := &flag{}
+	h.AddReadiness("queue", queue)
+	h.AddReadiness("other", CheckerFunc(func(context.Context) error { return nil }))
+
+	steps := []struct {
+		name     string
+		err      error
+		draining bool
+		code     int
+		status   string
+		checks   map[string]string
+	}{
+		{"healthy", nil, false, 200, "", nil},
+		{"queue fails", errors.New("spool not writable"), false, 503, "not ready", map[string]string{"queue": "spool not writable"}},
+		{"queue recovers", nil, false, 200, "", nil},
+		{"draining", nil, true, 503, "draining", nil},
+		{"draining ends", nil, false, 200, "", nil},
+	}
+	for _, s := range steps {
+		queue.set(s.err)
+		h.SetDraining(s.draining)
+		code, body := get(t, srv.URL+"/readyz")
+		if code != s.code {
+			t.Fatalf("%s: /readyz = %d %q, want %d", s.name, code, body, s.code)
+		}
+		if s.code == 200 {
+			if body != "ok\n" {
+				t.Errorf("%s: body %q, want \"ok\\n\"", s.name, body)
+			}
+			continue
+		}
+		var got status
+		if err := json.Unmarshal([]byte(body), &got); err != nil {
+			t.Fatalf("%s: body %q: %v", s.name, body, err)
+		}
+		if got.Status != s.status || len(got.Checks) != len(s.checks) {
+			t.Errorf("%s: got %+v, want status %q checks %v", s.name, got, s.status, s.checks)
+		}
+		for k, v := range s.checks {
+			if got.Checks[k] != v {
+				t.Errorf("%s: check %q = %q, want %q", s.name, k, got.Checks[k], v)
+			}
+		}
+	}
+}
+
+func TestLivezSeparateFromReadiness(t *testing.T) {
+	h, srv := newHealth(t)
+	h.AddReadiness("queue", CheckerFunc(func(context.Context) error { return errors.New("down") }))
+	h.SetDraining(true)
+	if code, body := get(t, srv.URL+"/livez"); code != 200 || body != "ok\n" {
+		t.Errorf("/livez = %d %q, want 200 ok", code, body)
+	}
+	h.AddLiveness("loop", CheckerFunc(func(context.Context) error { return errors.New("stuck") }))
+	code, body := get(t, srv.URL+"/livez")
+	if code != 503 || !strings.Contains(body, `"loop":"stuck"`) {
+		t.Errorf("/livez = %d %q, want 503 naming loop", code, body)
+	}
+}
+
+func TestCheckTimeout(t *testing.T) {
+	h, srv := newHealth(t, WithCheckTimeout(100*time.Millisecond))
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	// This check ignores its context: the handler must still answer.
+	h.AddReadiness("hung", CheckerFunc(func(context.Context) error { <-release; return nil }))
+	start := time.Now()
+	code, body := get(t, srv.URL+"/readyz")
+	if code != 503 || !strings.Contains(body, "timed out") {
+		t.Errorf("/readyz = %d %q, want 503 timed out", code, body)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("/readyz took %v with a 100ms check timeout", d)
+	}
+}
+
+func TestMetricsExposeRegisteredCounter(t *testing.T) {
+	h, srv := newHealth(t)
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_test_events_total", Help: "Test events."})
+	if err := h.Registerer().Register(c); err != nil {
+		t.Fatal(err)
+	}
+	c.Add(3)
+	code, body := get(t, srv.URL+"/metrics")
+	if code != 200 {
+		t.Fatalf("/metrics = %d", code)
+	}
+	for _, want := range []string{"sluice_test_events_total 3", "go_goroutines", "process_"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
+
+func TestWithRegistry(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	h, srv := newHealth(t, WithRegistry(reg))
+	if h.Registerer() != prometheus.Registerer(reg) {
+		t.Error("Registerer() is not the registry given")
+	}
+	if _, body := get(t, srv.URL+"/metrics"); strings.Contains(body, "go_goroutines") {
+		t.Error("a caller's registry got the default collectors")
+	}
+}
+
+func TestNewRejectsBadOptions(t *testing.T) {
+	for _, opt := range []Option{WithCheckTimeout(0), WithLogger(nil)} {
+		if _, err := New(opt); err == nil || !strings.HasPrefix(err.Error(), "health: ") {
+			t.Errorf("New with bad option: err = %v, want a health: error", err)
+		}
+	}
+}
+
+func TestSMTPProbeHealthy(t *testing.T) {
+	sink, err := smtptest.NewSink()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sink.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := SMTPProbe(sink.Addr(), 5*time.Second).Check(ctx); err != nil {
+		t.Errorf("probe of a working server: %v", err)
+	}
+}
+
+func TestSMTPProbeUnhealthy(t *testing.T) {
+	tests := []struct {
+		name string
+		addr string
+	}{
+		{"accepts but never greets", silentListener(t)},
+		{"greets but closes before EHLO", scriptedServer(t, "220 half.example ESMTP\r\n")},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			const timeout = 300 * time.Millisecond
+			start := time.Now()
+			err := SMTPProbe(tc.addr, timeout).Check(context.Background())
+			if err == nil {
+				t.Fatal("probe reported healthy")
+			}
+			if d := time.Since(start); d > timeout+2*time.Second {
+				t.Errorf("probe took %v, timeout %v", d, timeout)
+			}
+		})
+	}
+}
+
+func TestSMTPProbeRejectsBadGreeting(t *testing.T) {
+	addr := scriptedServer(t, "554 5.3.2 not accepting mail\r\n")
+	err := SMTPProbe(addr, 5*time.Second).Check(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "554") {
+		t.Errorf("probe of a 554 greeting: err = %v, want one quoting 554", err)
+	}
+}
+
+// silentListener accepts connections and never writes to them.
+func silentListener(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex // guards conns
+		conns []net.Conn
+	)
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	})
+	t.Cleanup(func() {
+		l.Close()
+		wg.Wait()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return l.Addr().String()
+}
+
+// scriptedServer greets each connection with greeting and closes it.
+func scriptedServer(t *testing.T, greeting string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			io.WriteString(c, greeting)
+			c.Close()
+		}
+	})
+	t.Cleanup(func() { l.Close(); wg.Wait() })
+	return l.Addr().String()
+}

@@ -1,0 +1,309 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluicemta/sluice"
+	"github.com/sluicemta/sluice/delivery"
+	"github.com/sluicemta/sluice/health"
+	"github.com/sluicemta/sluice/queue"
+	"github.com/sluicemta/sluice/smtp"
+)
+
+// The binary's own defaults: settings the library has no default for
+// because only a process has addresses and a working directory.
+const (
+	defaultListen = "127.0.0.1:2525"
+	defaultSpool  = "./sluice-spool"
+	defaultHTTP   = "127.0.0.1:8025"
+)
+
+// Bounds of a graceful shutdown and of the readiness probe.
+const (
+	drainTimeout = 30 * time.Second
+	probeTimeout = 2 * time.Second
+)
+
+// serveFlags are the command-line settings of serve; a flag given on the
+// command line overrides the configuration file.
+type serveFlags struct {
+	config, listen, spool, smarthost, http, hostname, logLevel, logFormat string
+}
+
+func serveFlagSet(out io.Writer) (*flag.FlagSet, *serveFlags) {
+	f := &serveFlags{}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&f.config, "config", "", "TOML configuration `file`")
+	fs.StringVar(&f.listen, "listen", defaultListen, "SMTP listen `address`")
+	fs.StringVar(&f.spool, "spool", defaultSpool, "spool `directory`")
+	fs.StringVar(&f.smarthost, "smarthost", "", "relay all mail to `host:port` instead of the MX hosts")
+	fs.StringVar(&f.http, "http", defaultHTTP, "`address` for /livez, /readyz and /metrics")
+	fs.StringVar(&f.hostname, "hostname", "", "`name` in the greeting, EHLO and Received (default: the host name)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "json", "log `format`: json or text")
+	fs.Usage = func() {
+		fmt.Fprintln(out, "usage: sluice serve [flags]\n\nRun the relay. Flags override the configuration file.\n\nflags:")
+		fs.PrintDefaults()
+	}
+	return fs, f
+}
+
+func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writer) int {
+	fs, f := serveFlagSet(stderr)
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	s, err := serveSettings(fs, f)
+	if err != nil {
+		// Configuration errors start with "file:line:", like a
+		// compiler's, one per line.
+		fmt.Fprintln(stderr, err)
+		return exitUsage
+	}
+	log := newLogger(stderr, s)
+	if err := serve(ctx, s, log); err != nil {
+		log.Error("serve failed", "err", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+// serveSettings reads the configuration file, if any, and applies the
+// flags given on the command line over it, then the binary's defaults.
+func serveSettings(fs *flag.FlagSet, f *serveFlags) (*settings, error) {
+	s := &settings{}
+	if f.config != "" {
+		var err error
+		if s, err = loadConfig(f.config); err != nil {
+			return nil, err
+		}
+	}
+	var errs []error
+	fs.Visit(func(fl *flag.Flag) {
+		if err := applyFlag(s, fl.Name, fl.Value.String()); err != nil {
+			errs = append(errs, fmt.Errorf("sluice serve: --%s: %w", fl.Name, err))
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	setDefault(&s.smtpListen, defaultListen)
+	setDefault(&s.spool, defaultSpool)
+	setDefault(&s.httpListen, defaultHTTP)
+	return s, nil
+}
+
+func setDefault(p *string, def string) {
+	if *p == "" {
+		*p = def
+	}
+}
+
+func applyFlag(s *settings, name, value string) error {
+	switch name {
+	case "listen":
+		s.smtpListen = value
+		return checkHostPort(value, true)
+	case "http":
+		s.httpListen = value
+		return checkHostPort(value, true)
+	case "smarthost":
+		s.smarthost = value
+		if value == "" {
+			return nil // overrides a smarthost of the file: deliver by MX
+		}
+		return checkHostPort(value, false)
+	case "spool":
+		s.spool = value
+		if value == "" {
+			return errors.New("empty spool directory")
+		}
+	case "hostname":
+		s.hostname = value
+		if err := sluice.CheckDomain(value, false); err != nil {
+			return err
+		}
+	case "log-level":
+		return s.logLevel.UnmarshalText([]byte(value))
+	case "log-format":
+		s.logFormat = value
+		return checkLogFormat(value)
+	}
+	return nil
+}
+
+func newLogger(w io.Writer, s *settings) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: s.logLevel}
+	if s.logFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// serve runs the relay until ctx is cancelled (SIGTERM or SIGINT), then
+// drains: readiness goes to 503, the SMTP listener stops and sessions
+// finish, deliveries in flight finish; queued mail stays in the spool.
+func serve(ctx context.Context, s *settings, log *slog.Logger) error {
+	h, err := health.New(health.WithLogger(log))
+	if err != nil {
+		return err
+	}
+	reg := h.Registerer()
+	q, err := queue.New(s.spool, queueOptions(s, log, reg)...)
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	agent, err := delivery.New(q, deliveryOptions(s, log, reg)...)
+	if err != nil {
+		return err
+	}
+	srv, err := smtp.New(q, smtpOptions(s, log, reg)...)
+	if err != nil {
+		return err
+	}
+	// Listen before serving anything, so a bad or busy address fails
+	// fast with a clear error.
+	sl, err := net.Listen("tcp", s.smtpListen)
+	if err != nil {
+		return fmt.Errorf("smtp listener: %w", err)
+	}
+	hl, err := net.Listen("tcp", s.httpListen)
+	if err != nil {
+		sl.Close()
+		return fmt.Errorf("http listener: %w", err)
+	}
+	h.AddReadiness("queue", health.CheckerFunc(q.Check))
+	h.AddReadiness("smtp", health.SMTPProbe(sl.Addr().String(), probeTimeout))
+	hs := &http.Server{
+		Handler:           h.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+
+	queueDone := make(chan error, 1)
+	go func() { queueDone <- q.Serve(agent) }()
+	smtpDone := make(chan error, 1)
+	go func() { smtpDone <- srv.Serve(sl) }()
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- hs.Serve(hl) }()
+	log.Info("listening", "smtp", sl.Addr().String(), "http", hl.Addr().String(),
+		"spool", s.spool, "smarthost", s.smarthost)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "cause", context.Cause(ctx))
+	case err := <-smtpDone:
+		runErr = fmt.Errorf("smtp server stopped: %w", err)
+		smtpDone <- nil // for the drain below
+	case err := <-httpDone:
+		runErr = fmt.Errorf("http server stopped: %w", err)
+		httpDone <- nil
+	case err := <-queueDone:
+		runErr = fmt.Errorf("queue stopped: %w", err)
+		queueDone <- nil
+	}
+	if err := drain(h, srv, q, hs, log); err != nil && runErr == nil {
+		runErr = err
+	}
+	<-smtpDone
+	<-httpDone
+	<-queueDone
+	return runErr
+}
+
+// drain shuts the parts down in order, all within drainTimeout: stop
+// being ready, stop taking mail, let deliveries in flight finish, stop
+// answering HTTP.
+func drain(h *health.Health, srv *smtp.Server, q *queue.Queue, hs *http.Server, log *slog.Logger) error {
+	h.SetDraining(true)
+	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	defer cancel()
+	var errs []error
+	if err := srv.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("smtp shutdown: %w", err))
+		srv.Close()
+	}
+	if err := q.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("queue shutdown: %w", err))
+	}
+	if err := q.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("queue close: %w", err))
+	}
+	if err := hs.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+		hs.Close()
+	}
+	err := errors.Join(errs...)
+	if err == nil {
+		log.Info("stopped")
+	}
+	return err
+}
+
+func queueOptions(s *settings, log *slog.Logger, reg prometheus.Registerer) []queue.Option {
+	opts := []queue.Option{queue.WithLogger(log), queue.WithRegisterer(reg)}
+	if s.workers > 0 {
+		opts = append(opts, queue.WithWorkers(s.workers))
+	}
+	if s.retryMin > 0 {
+		opts = append(opts, queue.WithRetry(s.retryMin, s.retryMax))
+	}
+	if s.maxAge > 0 {
+		opts = append(opts, queue.WithMaxAge(s.maxAge))
+	}
+	return opts
+}
+
+func deliveryOptions(s *settings, log *slog.Logger, reg prometheus.Registerer) []delivery.Option {
+	opts := []delivery.Option{delivery.WithLogger(log), delivery.WithRegisterer(reg)}
+	if s.hostname != "" {
+		opts = append(opts, delivery.WithHostname(s.hostname))
+	}
+	if s.smarthost != "" {
+		opts = append(opts, delivery.WithSmarthost(s.smarthost))
+	}
+	if s.resolvers != nil {
+		opts = append(opts, delivery.WithResolvers(s.resolvers...))
+	}
+	if s.mxPort > 0 {
+		opts = append(opts, delivery.WithPort(s.mxPort))
+	}
+	// Zero fields keep the library's defaults.
+	opts = append(opts, delivery.WithTimeouts(delivery.Timeouts{
+		Connect: s.connect, Greeting: s.greeting, Command: s.command, Data: s.data, DNS: s.dns,
+	}))
+	return opts
+}
+
+func smtpOptions(s *settings, log *slog.Logger, reg prometheus.Registerer) []smtp.Option {
+	opts := []smtp.Option{smtp.WithLogger(log), smtp.WithRegisterer(reg)}
+	if s.hostname != "" {
+		opts = append(opts, smtp.WithHostname(s.hostname))
+	}
+	if s.trustedNetworks != nil {
+		opts = append(opts, smtp.WithTrustedNetworks(s.trustedNetworks...))
+	}
+	if s.localDomains != nil {
+		opts = append(opts, smtp.WithLocalDomains(s.localDomains...))
+	}
+	if s.maxMessageSize > 0 {
+		opts = append(opts, smtp.WithMaxMessageBytes(s.maxMessageSize))
+	}
+	if s.maxRecipients > 0 {
+		opts = append(opts, smtp.WithMaxRecipients(s.maxRecipients))
+	}
+	return opts
+}

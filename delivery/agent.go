@@ -304,6 +304,7 @@ func (a *Agent) logResult(msg *queue.Message, st *rcptState, outcome sluice.Outc
 		"tls", st.tls,
 		"reply", st.reply.Error(),
 		"result", outcome.String(),
-		"delay", delay,
+		// Seconds, as Postfix's delay=: a Duration would log as nanoseconds in JSON.
+		"delay", delay.Seconds(),
 	)
 }

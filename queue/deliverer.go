@@ -28,6 +28,17 @@ type Bouncer interface {
 	Bounce(ctx context.Context, msg *Message, failed []Failure) error
 }
 
+// DelayNotifier is an optional capability of a [Deliverer]: it tells
+// senders that delivery to some recipients is delayed but still being
+// tried (an RFC 3464 "delayed" notification). The queue calls it at most
+// once per recipient, after an attempt that left the recipient deferred
+// when the message is older than the warning age set by
+// WithDelayWarning. If NotifyDelay returns an error the warning is tried
+// again after the next attempt.
+type DelayNotifier interface {
+	NotifyDelay(ctx context.Context, msg *Message, delayed []Failure) error
+}
+
 // Result is the outcome of one recipient's delivery attempt.
 type Result struct {
 	Outcome sluice.Outcome
@@ -37,7 +48,8 @@ type Result struct {
 	Reply *sluice.Reply
 }
 
-// Failure is a recipient that will not be delivered, for a [Bouncer].
+// Failure is a recipient that will not be delivered, for a [Bouncer], or
+// one whose delivery is delayed, for a [DelayNotifier].
 type Failure struct {
 	Recipient sluice.Recipient
 	// Reply is the last reply received for the recipient.
@@ -45,6 +57,9 @@ type Failure struct {
 	// Expired is set when the recipient failed because it stayed in the
 	// queue longer than the maximum age, rather than on a permanent reply.
 	Expired bool
+	// Delayed is set in a delay warning ([DelayNotifier]): the recipient
+	// is still queued and will be tried again.
+	Delayed bool
 }
 
 // Message is one queued message handed to a [Deliverer]: a copy of its

@@ -15,12 +15,18 @@ type Option func(*config)
 type config struct {
 	logger      *slog.Logger
 	registerer  prometheus.Registerer
-	workers     int
-	retryMin    time.Duration
-	retryMax    time.Duration
-	maxAge      time.Duration
-	attemptTime time.Duration
-	now         func() time.Time
+	workers       int
+	retryMin      time.Duration
+	retryMax      time.Duration
+	retryFactor   float64
+	retryBudget   float64
+	restartSpread time.Duration
+	maxAge        time.Duration
+	delayWarning  time.Duration
+	attemptTime   time.Duration
+	topDomains    int
+	store         Store
+	now           func() time.Time
 }
 
 // defaultConfig holds every default of the package, in one place.
@@ -29,10 +35,14 @@ func defaultConfig() config {
 		logger:      slog.New(slog.DiscardHandler),
 		workers:     32,
 		retryMin:    5 * time.Minute,
-		retryMax:    time.Hour,
-		maxAge:      5 * 24 * time.Hour,
-		attemptTime: 10 * time.Minute,
-		now:         time.Now,
+		retryMax:      time.Hour,
+		retryFactor:   2,
+		retryBudget:   0.5,
+		restartSpread: time.Minute,
+		maxAge:        5 * 24 * time.Hour,
+		attemptTime:   10 * time.Minute,
+		topDomains:    100,
+		now:           time.Now,
 	}
 }
 
@@ -46,6 +56,21 @@ func (c *config) validate() error {
 	}
 	if c.retryMin <= 0 || c.retryMax < c.retryMin {
 		errs = append(errs, fmt.Errorf("retry %v..%v: need 0 < min <= max", c.retryMin, c.retryMax))
+	}
+	if c.retryFactor < 1 || c.retryFactor > 16 {
+		errs = append(errs, fmt.Errorf("backoff factor %v: must be between 1 and 16", c.retryFactor))
+	}
+	if !(c.retryBudget > 0 && c.retryBudget <= 1) {
+		errs = append(errs, fmt.Errorf("retry budget %v: must be above 0 and at most 1", c.retryBudget))
+	}
+	if c.restartSpread < 0 {
+		errs = append(errs, fmt.Errorf("restart spread %v: must not be negative", c.restartSpread))
+	}
+	if c.delayWarning < 0 {
+		errs = append(errs, fmt.Errorf("delay warning %v: must not be negative", c.delayWarning))
+	}
+	if c.topDomains < 0 {
+		errs = append(errs, fmt.Errorf("domain metrics %d: must not be negative", c.topDomains))
 	}
 	if c.maxAge <= 0 {
 		errs = append(errs, fmt.Errorf("max age %v: must be positive", c.maxAge))
@@ -75,13 +100,48 @@ func WithRegisterer(r prometheus.Registerer) Option { return func(c *config) { c
 func WithWorkers(n int) Option { return func(c *config) { c.workers = n } }
 
 // WithRetry sets the backoff between attempts of a deferred recipient: the
-// first retry comes after about min, each next one after twice the
-// previous, never more than max apart; each delay is jittered by up to
-// ±20% so retries do not arrive in waves. Default: 5m, 1h (as Postfix's
-// minimal_backoff_time and maximal_backoff_time, rounded).
+// first retry comes after about min, each next one after the previous
+// times the backoff factor (WithBackoffFactor), never more than max apart;
+// each delay is jittered by up to ±20% so retries do not arrive in waves.
+// Default: 5m, 1h (as Postfix's minimal_backoff_time and
+// maximal_backoff_time, rounded).
 func WithRetry(min, max time.Duration) Option {
 	return func(c *config) { c.retryMin, c.retryMax = min, max }
 }
+
+// WithBackoffFactor sets how much longer each retry waits than the one
+// before, between 1 (a fixed interval) and 16. Default: 2.
+func WithBackoffFactor(f float64) Option { return func(c *config) { c.retryFactor = f } }
+
+// WithRetryBudget caps the share of the workers that retries of deferred
+// mail may hold at once, between 0 (exclusive) and 1. The rest is kept for
+// first attempts, so a backlog of deferred mail never delays fresh mail
+// (seed 002's split). At least one worker is always allowed for retries.
+// Default: 0.5.
+func WithRetryBudget(share float64) Option { return func(c *config) { c.retryBudget = share } }
+
+// WithRestartSpread sets the window over which retries that were already
+// due when Serve started are spread, each at a fixed pseudo-random point,
+// so a restart after an outage does not send every deferred message at
+// once. Zero starts them as workers allow. Default: 1m.
+func WithRestartSpread(d time.Duration) Option { return func(c *config) { c.restartSpread = d } }
+
+// WithDelayWarning sets the age after which a recipient still deferred is
+// reported to the sender once with a "delayed" notification, through the
+// Deliverer's [DelayNotifier]. Zero sends none. Default: 0 (off, as
+// Postfix's delay_warning_time).
+func WithDelayWarning(d time.Duration) Option { return func(c *config) { c.delayWarning = d } }
+
+// WithDomainMetrics sets how many recipient domains, the deepest first,
+// get their own depth and oldest-age series in the queue's metrics; the
+// rest are summed under domain="other". Default: 100.
+func WithDomainMetrics(n int) Option { return func(c *config) { c.topDomains = n } }
+
+// WithStore keeps the queue's records in s instead of the default pebble
+// database in the spool directory's db/ subdirectory. The directory still
+// holds the lock and quarantine/. The queue closes s when it closes.
+// Default: pebble.
+func WithStore(s Store) Option { return func(c *config) { c.store = s } }
 
 // WithMaxAge sets how long a message may stay queued; a recipient still
 // deferred after that is bounced with status 4.4.7. Default: 5 days

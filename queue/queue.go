@@ -1,12 +1,14 @@
 package queue
 
 import (
-	"container/heap"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -14,7 +16,7 @@ import (
 )
 
 // ErrClosed is returned by [Queue.Serve] after [Queue.Shutdown] or
-// [Queue.Close], and by [Queue.Enqueue] on a closed queue.
+// [Queue.Close], and by the other methods on a closed queue.
 var ErrClosed = errors.New("queue: closed")
 
 // Queue is a durable mail queue on a spool directory. Its methods are safe
@@ -25,34 +27,61 @@ type Queue struct {
 	log     *slog.Logger
 	metrics *metrics
 
-	wake chan struct{} // a new message or a finished attempt: look at the heap again
+	wake chan struct{} // a new message, a finished attempt, an operation: scan again
 
-	mu      sync.Mutex        // guards the fields below
-	entries map[string]*entry // every queued message by id
-	due     dueHeap           // messages not in flight, by next attempt
-	closed  bool
-	serving bool
-	stop    chan struct{} // closed by Shutdown/Close to stop Serve
+	mu       sync.Mutex        // guards the fields below, and every state change of a message not in flight
+	inflight map[string]*entry // messages being attempted, by id
+	count    counts
+	closed   bool
+	serving  bool
+	started  time.Time     // when Serve began, for the restart spread
+	stop     chan struct{} // closed by Shutdown/Close to stop Serve
 
 	attempts sync.WaitGroup // in-flight attempts
-	enqueues sync.WaitGroup // in-flight Enqueue calls
+	calls    sync.WaitGroup // in-flight Enqueue and operation calls
 	cancel   context.CancelFunc
 	baseCtx  context.Context // parent of every attempt; cancelled by Close
 }
 
-// entry is one queued message in memory.
-type entry struct {
-	id       string
-	layout   *msgLayout
-	state    *msgState
-	inFlight bool
-	index    int // in the due heap; -1 when not there
+// counts is the queue's census, kept in memory so that depth and
+// per-domain metrics cost nothing to read. It is built from the due index
+// at start and kept current by every change.
+type counts struct {
+	lanes    map[lane]int // messages waiting in each lane, not in flight
+	inflight map[lane]int // messages in flight, by the lane they left
+	domains  map[string]int
 }
 
-// New opens the spool in dir, creating it if needed, and loads the
-// messages queued there. Records that fail their checksum are quarantined
-// and reported through the logger. Options are validated once; an invalid
-// one is an error.
+func (c *counts) addDomains(domains []string, delta int) {
+	for _, d := range domains {
+		if c.domains[d] += delta; c.domains[d] == 0 {
+			delete(c.domains, d)
+		}
+	}
+}
+
+// entry is a message in flight: the only messages held in memory.
+type entry struct {
+	id      string
+	se      *storedEnvelope
+	st      *msgState
+	due     []byte // its due index key as stored
+	domains []string
+	lane    lane
+	cancel  context.CancelFunc
+	ops     pendingOps // asked for while in flight; applied when the attempt ends
+}
+
+// pendingOps are operations on a message in flight, applied after its
+// attempt.
+type pendingOps struct {
+	hold, release, requeue, bounce, remove bool
+}
+
+// New opens the spool in dir, creating it if needed. Options are
+// validated once; an invalid one is an error. Opening reads the due index
+// (not the messages) to count the queue; messages stay on disk until they
+// are due.
 func New(dir string, opts ...Option) (*Queue, error) {
 	cfg := defaultConfig()
 	for _, o := range opts {
@@ -61,21 +90,23 @@ func New(dir string, opts ...Option) (*Queue, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	sp, err := openSpool(dir)
-	if err != nil {
-		return nil, err
-	}
 	q := &Queue{
-		cfg:     cfg,
-		spool:   sp,
-		log:     cfg.logger.With("component", "queue"),
-		wake:    make(chan struct{}, 1),
-		entries: make(map[string]*entry),
-		stop:    make(chan struct{}),
+		cfg:      cfg,
+		log:      cfg.logger.With("component", "queue"),
+		wake:     make(chan struct{}, 1),
+		inflight: make(map[string]*entry),
+		count: counts{lanes: make(map[lane]int), inflight: make(map[lane]int),
+			domains: make(map[string]int)},
+		stop: make(chan struct{}),
 	}
 	q.baseCtx, q.cancel = context.WithCancel(context.Background())
 	q.metrics = newMetrics(q)
-	if err := q.load(); err != nil {
+	sp, err := openSpool(dir, cfg.store, q.log, q.metrics.observeSync)
+	if err != nil {
+		return nil, err
+	}
+	q.spool = sp
+	if err := q.census(); err != nil {
 		sp.close()
 		return nil, err
 	}
@@ -88,59 +119,85 @@ func New(dir string, opts ...Option) (*Queue, error) {
 	return q, nil
 }
 
-// load reads every message of the spool into memory.
-func (q *Queue) load() error {
-	ids, orphans, err := q.spool.ids()
+// census counts the queue from the due index. An index entry that fails
+// its checksum but names a message is rebuilt from the message's envelope;
+// one that names nothing is deleted. Either way it is counted as corrupt.
+func (q *Queue) census() error {
+	start := time.Now()
+	total := 0
+	var damaged [][]byte
+	err := q.spool.store.Scan([]byte{pfxDue}, []byte{pfxDue + 1}, func(k, v []byte) (bool, error) {
+		l, _, _, ok := parseDueKey(k)
+		domains, err := decodeIndex(k, v)
+		if !ok || err != nil {
+			damaged = append(damaged, bytes.Clone(k))
+			return true, nil
+		}
+		q.count.lanes[l]++
+		q.count.addDomains(domains, 1)
+		total++
+		return true, nil
+	})
 	if err != nil {
 		return err
 	}
-	for _, id := range orphans {
-		q.spool.remove(id)
+	for _, k := range damaged {
+		total += q.repairIndex(k)
 	}
-	now := q.cfg.now().UnixNano()
-	for _, id := range ids {
-		l, err := q.spool.readMsg(id)
-		if errors.Is(err, ErrCorrupt) {
-			q.quarantine(id, "msg", err)
-			q.spool.remove(id)
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		st, err := q.spool.readState(id, len(l.env.Recipients))
-		if errors.Is(err, ErrCorrupt) {
-			q.quarantine(id, "state", err)
-			st = nil
-		} else if err != nil {
-			return err
-		}
-		if st == nil {
-			st = initialState(len(l.env.Recipients), now)
-		}
-		e := &entry{id: id, layout: l, state: st, index: -1}
-		q.entries[id] = e
-		heap.Push(&q.due, e)
-	}
-	if len(ids) > 0 {
-		q.log.Info("spool loaded", "messages", len(q.entries), "dir", q.spool.dir)
+	if total > 0 {
+		q.log.Info("spool opened", "messages", total, "fresh", q.count.lanes[laneFresh],
+			"retry", q.count.lanes[laneRetry], "held", q.count.lanes[laneHeld],
+			"dir", q.spool.dir, "elapsed", time.Since(start).Round(time.Millisecond))
 	}
 	return nil
 }
 
-func (q *Queue) quarantine(id, which string, cause error) {
+// repairIndex rewrites the damaged due index entry k from the records of
+// the message it names, and returns 1 if that message is queued.
+func (q *Queue) repairIndex(k []byte) int {
 	q.metrics.corrupt.Inc()
-	if err := q.spool.quarantine(id, which); err != nil {
-		q.log.Error("quarantine failed", "queue_id", id, "record", which, "err", err)
+	l, _, id, ok := parseDueKey(k)
+	b := q.spool.store.NewBatch()
+	b.Delete(k)
+	var se *storedEnvelope
+	var st *msgState
+	var err error
+	if ok {
+		if se, err = q.spool.readEnvelope(id); err == nil {
+			st, err = q.spool.readState(id, len(se.Env.Recipients))
+		}
 	}
-	q.log.Error("corrupt record quarantined", "queue_id", id, "record", which, "err", cause,
-		"path", q.spool.path("quarantine", id+"."+which))
+	switch {
+	case ok && errors.Is(err, ErrCorrupt):
+		b.Discard()
+		q.quarantineRecords(id, k, nil, err)
+		return 0
+	case !ok || err != nil || !bytes.Equal(stateDueKey(id, st), k):
+		// Nothing (or something else) is queued under this entry.
+		q.log.Error("corrupt due index entry deleted", "key", fmt.Sprintf("%q", k), "err", err)
+		if err := b.Commit(); err != nil {
+			q.log.Error("delete failed", "key", fmt.Sprintf("%q", k), "err", err)
+		}
+		return 0
+	}
+	domains := recipientDomains(se.Env)
+	if err := q.spool.setState(b, id, st, domains); err != nil || b.Commit() != nil {
+		q.log.Error("corrupt due index entry not repaired", "queue_id", id, "err", err)
+		return 0
+	}
+	q.log.Error("corrupt due index entry rebuilt", "queue_id", id)
+	q.count.lanes[l]++
+	q.count.addDomains(domains, 1)
+	return 1
 }
 
 // Enqueue stores env and the message read from body (header and body,
 // CRLF line endings, as received) and returns the new queue id. It returns
-// only after both are on stable storage; an error means nothing was
-// queued. env is validated and copied; its ID field is ignored.
+// only after both are on stable storage; an error means the message was
+// not acknowledged (and if it was stored after all, it is delivered: a
+// duplicate, never a loss). env is validated and copied; its ID field is
+// ignored. The body is streamed to the store in 64 KiB chunks, never held
+// whole in memory.
 func (q *Queue) Enqueue(ctx context.Context, env *sluice.Envelope, body io.Reader) (string, error) {
 	if err := env.Validate(); err != nil {
 		return "", fmt.Errorf("queue: %w", err)
@@ -148,14 +205,10 @@ func (q *Queue) Enqueue(ctx context.Context, env *sluice.Envelope, body io.Reade
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}
-	q.mu.Lock()
-	if q.closed {
-		q.mu.Unlock()
-		return "", ErrClosed
+	if err := q.begin(); err != nil {
+		return "", err
 	}
-	q.enqueues.Add(1)
-	q.mu.Unlock()
-	defer q.enqueues.Done()
+	defer q.calls.Done()
 	start := time.Now()
 	now := q.cfg.now()
 	env = env.Clone()
@@ -163,20 +216,52 @@ func (q *Queue) Enqueue(ctx context.Context, env *sluice.Envelope, body io.Reade
 	if env.Received.IsZero() {
 		env.Received = now
 	}
-	l, err := q.spool.writeMsg(env.ID, env, body)
+	domains := recipientDomains(env)
+	q.mu.Lock()
+	q.count.lanes[laneFresh]++
+	q.count.addDomains(domains, 1)
+	q.mu.Unlock()
+	_, err := q.spool.writeMessage(env.ID, env, initialState(len(env.Recipients), now.UnixNano()), domains, body)
+	if err == nil {
+		err = q.spool.gsync.wait()
+	}
 	if err != nil {
+		q.mu.Lock()
+		q.count.lanes[laneFresh]--
+		q.count.addDomains(domains, -1)
+		q.mu.Unlock()
 		q.metrics.enqueueErrors.Inc()
 		return "", err
 	}
 	q.metrics.enqueued.Inc()
 	q.metrics.enqueueLatency.Observe(time.Since(start).Seconds())
-	e := &entry{id: env.ID, layout: l, state: initialState(len(env.Recipients), now.UnixNano()), index: -1}
-	q.mu.Lock()
-	q.entries[e.id] = e
-	heap.Push(&q.due, e)
-	q.mu.Unlock()
 	q.poke()
 	return env.ID, nil
+}
+
+// recipientDomains returns the distinct recipient domains of env, lower
+// case, in order.
+func recipientDomains(env *sluice.Envelope) []string {
+	var ds []string
+	for _, r := range env.Recipients {
+		d := strings.ToLower(sluice.Domain(r.Address))
+		if !slices.Contains(ds, d) {
+			ds = append(ds, d)
+		}
+	}
+	return ds
+}
+
+// begin registers a call that must finish before the spool closes, or
+// returns ErrClosed.
+func (q *Queue) begin() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return ErrClosed
+	}
+	q.calls.Add(1)
+	return nil
 }
 
 // poke wakes the scheduler without blocking.
@@ -191,7 +276,14 @@ func (q *Queue) poke() {
 func (q *Queue) Depth() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return len(q.entries)
+	n := 0
+	for _, c := range q.count.lanes {
+		n += c
+	}
+	for _, c := range q.count.inflight {
+		n += c
+	}
+	return n
 }
 
 // Check reports whether the queue can accept mail: it is open and its
@@ -215,7 +307,7 @@ func (q *Queue) Shutdown(ctx context.Context) error {
 		return ErrClosed
 	}
 	done := make(chan struct{})
-	go func() { q.attempts.Wait(); q.enqueues.Wait(); close(done) }()
+	go func() { q.attempts.Wait(); q.calls.Wait(); close(done) }()
 	var err error
 	select {
 	case <-done:
@@ -225,7 +317,7 @@ func (q *Queue) Shutdown(ctx context.Context) error {
 		<-done
 	}
 	q.cancel()
-	return errors.Join(err, q.spool.close())
+	return errors.Join(err, q.closeSpool())
 }
 
 // Close cancels the attempts in flight, waits for their workers to return
@@ -236,8 +328,13 @@ func (q *Queue) Close() error {
 	}
 	q.cancel()
 	q.attempts.Wait()
-	q.enqueues.Wait()
-	return q.spool.close()
+	q.calls.Wait()
+	return q.closeSpool()
+}
+
+// closeSpool makes the last state changes durable and closes the spool.
+func (q *Queue) closeSpool() error {
+	return errors.Join(q.spool.gsync.wait(), q.spool.close())
 }
 
 // markClosed flags the queue closed and stops Serve; it reports false if
@@ -251,23 +348,4 @@ func (q *Queue) markClosed() bool {
 	q.closed = true
 	close(q.stop)
 	return true
-}
-
-// dueHeap orders entries by their next attempt.
-type dueHeap []*entry
-
-func (h dueHeap) Len() int           { return len(h) }
-func (h dueHeap) Less(i, j int) bool { return h[i].state.Next < h[j].state.Next }
-func (h dueHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].index, h[j].index = i, j
-}
-func (h *dueHeap) Push(x any) { e := x.(*entry); e.index = len(*h); *h = append(*h, e) }
-func (h *dueHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	e.index = -1
-	return e
 }

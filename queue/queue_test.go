@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -155,10 +156,56 @@ func TestEnqueueDeliversBodyIntact(t *testing.T) {
 	if want := []string{"a@example.com", "b@example.net"}; fmt.Sprint(got[0].rcpts) != fmt.Sprint(want) {
 		t.Errorf("recipients = %v, want %v", got[0].rcpts, want)
 	}
-	for _, sub := range []string{"msg", "state"} {
-		if ents, _ := os.ReadDir(filepath.Join(dir, sub)); len(ents) != 0 {
-			t.Errorf("%s/ still holds %d files after delivery", sub, len(ents))
+	if keys := storeKeys(t, q); len(keys) != 0 {
+		t.Errorf("store still holds %d keys after delivery: %q", len(keys), keys)
+	}
+}
+
+// TestLargeBodyIsStreamedInChunks: a body of several write batches reads
+// back intact, and leaves no partial marker behind.
+func TestLargeBodyIsStreamedInChunks(t *testing.T) {
+	q := newTestQueue(t, t.TempDir())
+	body := bytes.Repeat([]byte("0123456789abcdef\r\n"), 3*batchFlush/18+77)
+	id, err := q.Enqueue(context.Background(), testEnvelope("a@example.com"), bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range storeKeys(t, q) {
+		if k[0] == pfxPartial {
+			t.Errorf("partial marker %q left after Enqueue returned", k)
 		}
+	}
+	d := newDeliverer(accept)
+	serve(t, q, d)
+	d.waitFor(t, "delivery", func() bool { return q.Depth() == 0 })
+	if got := d.attempts(); len(got) != 1 || got[0].id != id || !bytes.Equal(got[0].body, body) {
+		t.Fatalf("body of %d bytes not delivered intact (attempts %d)", len(body), len(got))
+	}
+}
+
+// TestPartialBodyIsDroppedAtStart: chunks of a message whose writer died
+// before its last batch were never acknowledged, and are deleted when the
+// spool opens.
+func TestPartialBodyIsDroppedAtStart(t *testing.T) {
+	dir := t.TempDir()
+	q := newTestQueue(t, dir)
+	good, _ := q.Enqueue(context.Background(), testEnvelope("a@example.com"), strings.NewReader("x\r\n"))
+	id := newID(time.Now())
+	b := q.spool.store.NewBatch()
+	b.Set(partialKey(id), nil)
+	b.Set(chunkKey(id, 0), sealRecord(chunkKey(id, 0), kindChunk, []byte("half a message")))
+	if err := b.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	q.Close()
+	q2 := newTestQueue(t, dir)
+	for _, k := range storeKeys(t, q2) {
+		if bytes.Contains(k, []byte(id)) {
+			t.Errorf("key %q of the partial message survived the restart", k)
+		}
+	}
+	if _, err := q2.Show(context.Background(), good); err != nil {
+		t.Errorf("complete message lost: %v", err)
 	}
 }
 
@@ -301,7 +348,7 @@ func TestCorruptBodyIsQuarantinedNotDelivered(t *testing.T) {
 	bad, _ := q.Enqueue(context.Background(), testEnvelope("r@example.com"), strings.NewReader("Subject: damaged\r\n\r\nbody\r\n"))
 	good, _ := q.Enqueue(context.Background(), testEnvelope("r@example.com"), strings.NewReader("Subject: fine\r\n\r\nbody\r\n"))
 	q.Close()
-	flipByte(t, filepath.Join(dir, "msg", bad), -20) // inside the body, before the trailer
+	damage(t, dir, chunkKey(bad, 0), -3) // inside the body
 
 	reg := prometheus.NewRegistry()
 	q2 := newTestQueue(t, dir, WithRegisterer(reg))
@@ -316,50 +363,61 @@ func TestCorruptBodyIsQuarantinedNotDelivered(t *testing.T) {
 			t.Errorf("good message: err %v body %q", a.err, a.body)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(dir, "quarantine", bad+".msg")); err != nil {
-		t.Errorf("damaged message not in quarantine: %v", err)
+	if b, err := os.ReadFile(filepath.Join(dir, "quarantine", bad+".body")); err != nil || !bytes.Contains(b, []byte("damaged")) {
+		t.Errorf("damaged message not in quarantine: %q, %v", b, err)
 	}
 	if got := counterValue(q2.metrics.corrupt); got != 1 {
 		t.Errorf("corrupt records = %v, want 1", got)
 	}
 }
 
-func TestCorruptEnvelopeIsQuarantinedAtLoad(t *testing.T) {
+func TestCorruptEnvelopeIsQuarantined(t *testing.T) {
 	dir := t.TempDir()
 	q, err := New(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	bad, _ := q.Enqueue(context.Background(), testEnvelope("r@example.com"), strings.NewReader("x\r\n"))
-	q.Enqueue(context.Background(), testEnvelope("r@example.com"), strings.NewReader("y\r\n"))
+	good, _ := q.Enqueue(context.Background(), testEnvelope("r@example.com"), strings.NewReader("y\r\n"))
 	q.Close()
-	flipByte(t, filepath.Join(dir, "msg", bad), msgHeaderLen+3)
-	q2 := newTestQueue(t, dir)
-	if got := q2.Depth(); got != 1 {
-		t.Errorf("Depth = %d after loading one damaged and one good message, want 1", got)
+	damage(t, dir, envKey(bad), 12)
+	var logs bytes.Buffer
+	q2 := newTestQueue(t, dir, WithLogger(slog.New(slog.NewTextHandler(&syncWriter{w: &logs}, nil))))
+	d := newDeliverer(accept)
+	serve(t, q2, d)
+	d.waitFor(t, "the good message", func() bool { return q2.Depth() == 0 })
+	if got := d.attempts(); len(got) != 1 || got[0].id != good {
+		t.Errorf("attempts = %+v, want only %s", got, good)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "quarantine", bad+".msg")); err != nil {
-		t.Errorf("damaged message not in quarantine: %v", err)
+	if _, err := os.Stat(filepath.Join(dir, "quarantine", bad+".envelope")); err != nil {
+		t.Errorf("damaged envelope not in quarantine: %v", err)
+	}
+	if !strings.Contains(logs.String(), "corrupt record quarantined") || !strings.Contains(logs.String(), bad) {
+		t.Errorf("no log line names the quarantined message:\n%s", logs.String())
 	}
 }
 
 func TestCorruptStateFallsBackToInitial(t *testing.T) {
 	dir := t.TempDir()
 	q := newTestQueue(t, dir)
+	tries := make(chan string, 10)
 	d := newDeliverer(func(*Message, string) Result { return Result{Outcome: sluice.OutcomeDeferred} })
 	id, _ := q.Enqueue(context.Background(), testEnvelope("r@example.com"), strings.NewReader("x\r\n"))
 	errc := make(chan error, 1)
 	go func() { errc <- q.Serve(d) }()
-	d.waitFor(t, "state file", func() bool {
-		_, err := os.Stat(filepath.Join(dir, "state", id))
-		return err == nil
-	})
+	d.waitFor(t, "a deferred attempt", func() bool { return q.Stats().Deferred == 1 })
 	q.Close()
 	<-errc
-	flipByte(t, filepath.Join(dir, "state", id), -2)
-	q2 := newTestQueue(t, dir)
+	damage(t, dir, stateKey(id), -2)
+	q2 := newTestQueue(t, dir, WithRestartSpread(0))
 	if q2.Depth() != 1 {
 		t.Fatalf("message lost with its damaged state: Depth = %d", q2.Depth())
+	}
+	d2 := newDeliverer(func(m *Message, _ string) Result { tries <- m.Envelope.ID; return Result{Outcome: sluice.OutcomeDelivered} })
+	serve(t, q2, d2)
+	d2.waitFor(t, "redelivery", func() bool { return q2.Depth() == 0 })
+	if got := <-tries; got != id {
+		t.Errorf("delivered %s, want %s", got, id)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "quarantine", id+".state")); err != nil {
 		t.Errorf("damaged state not quarantined: %v", err)
@@ -391,8 +449,8 @@ func TestConcurrentEnqueuesAllDurable(t *testing.T) {
 		t.Errorf("Depth after reopen = %d, want %d", got, n)
 	}
 	for _, id := range ids {
-		if _, ok := q2.entries[id]; !ok {
-			t.Errorf("acknowledged message %s missing", id)
+		if _, err := q2.Show(context.Background(), id); err != nil {
+			t.Errorf("acknowledged message %s missing: %v", id, err)
 		}
 	}
 }
@@ -464,7 +522,8 @@ func TestBackoffGrowsAndIsCapped(t *testing.T) {
 }
 
 func TestNewRejectsBadOptions(t *testing.T) {
-	for _, opt := range []Option{WithWorkers(0), WithRetry(time.Minute, time.Second), WithMaxAge(0), WithLogger(nil)} {
+	for _, opt := range []Option{WithWorkers(0), WithRetry(time.Minute, time.Second), WithMaxAge(0), WithLogger(nil),
+		WithBackoffFactor(0.5), WithRetryBudget(0), WithRetryBudget(1.5), WithRestartSpread(-1), WithDelayWarning(-1)} {
 		if q, err := New(t.TempDir(), opt); err == nil {
 			q.Close()
 			t.Error("New accepted an invalid option")
@@ -472,20 +531,57 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	}
 }
 
-// flipByte inverts one byte of a file; a negative offset counts from the end.
-func flipByte(t *testing.T, path string, off int64) {
+// damage inverts one byte of the value stored under key in the closed
+// spool dir; a negative offset counts from the end.
+func damage(t *testing.T, dir string, key []byte, off int) {
 	t.Helper()
-	b, err := os.ReadFile(path)
+	st, err := openPebble(filepath.Join(dir, "db"), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	v, err := st.Get(key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if off < 0 {
-		off += int64(len(b))
+		off += len(v)
 	}
-	b[off] ^= 0xff
-	if err := os.WriteFile(path, b, 0o640); err != nil {
+	v[off] ^= 0xff
+	b := st.NewBatch()
+	b.Set(key, v)
+	if err := b.Commit(); err != nil {
 		t.Fatal(err)
 	}
+	if err := st.Sync(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// storeKeys returns every key in q's store.
+func storeKeys(t *testing.T, q *Queue) [][]byte {
+	t.Helper()
+	var keys [][]byte
+	err := q.spool.store.Scan(nil, nil, func(k, _ []byte) (bool, error) {
+		keys = append(keys, bytes.Clone(k))
+		return true, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys
+}
+
+// syncWriter serialises writes to a buffer shared with the test.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }
 
 func counterValue(c prometheus.Counter) float64 {
@@ -526,7 +622,7 @@ func TestCorruptBodyFoundByBouncerIsQuarantined(t *testing.T) {
 	}
 	id, _ := q.Enqueue(context.Background(), testEnvelope("r@example.com"), strings.NewReader("Subject: x\r\n\r\nbody\r\n"))
 	q.Close()
-	flipByte(t, filepath.Join(dir, "msg", id), -20)
+	damage(t, dir, chunkKey(id, 0), -3)
 	q2 := newTestQueue(t, dir)
 	b := bodyBouncer{bounceErr: make(chan error, 10)}
 	serve(t, q2, b)
@@ -540,7 +636,7 @@ func TestCorruptBodyFoundByBouncerIsQuarantined(t *testing.T) {
 	if q2.Depth() != 0 {
 		t.Fatal("message with a damaged body is still queued after its bounce failed on it")
 	}
-	if _, err := os.Stat(filepath.Join(dir, "quarantine", id+".msg")); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, "quarantine", id+".body")); err != nil {
 		t.Errorf("damaged message not quarantined: %v", err)
 	}
 }

@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"hash/crc32"
-	"io"
 
 	"github.com/sluicemta/sluice"
 )
@@ -18,162 +16,100 @@ var ErrCorrupt = errors.New("queue: corrupt record")
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// Message file layout (all integers big-endian):
+// Every value in the store is a record:
 //
-//	"SLQ1" | envLen uint32 | envCRC uint32 | envelope JSON (envLen bytes)
-//	body bytes
-//	bodyLen uint64 | bodyCRC uint32 | "SLQE"
+//	kind byte | crc uint32 (big-endian) | payload
+//
+// where crc is the CRC-32C of the key, the kind byte and the payload. The
+// key is inside the checksum so a value found under another key (a
+// misdirected write, a damaged key) is rejected too, not read as a
+// different valid record.
+const recordHeaderLen = 5
+
+// Record kinds.
 const (
-	msgMagic     = "SLQ1"
-	msgEndMagic  = "SLQE"
-	msgHeaderLen = 12
-	msgTrailLen  = 16
-	maxEnvLen    = 1 << 24 // an envelope of 16 MiB is a broken file, not a message
+	kindEnvelope byte = 'E'
+	kindState    byte = 'S'
+	kindChunk    byte = 'B'
+	kindIndex    byte = 'I'
 )
 
-// State file layout: "SLS1" | len uint32 | crc uint32 | state JSON.
-const (
-	stateMagic     = "SLS1"
-	stateHeaderLen = 12
-	maxStateLen    = 1 << 24
-)
+// sealRecord returns the record of payload stored under key.
+func sealRecord(key []byte, kind byte, payload []byte) []byte {
+	v := make([]byte, recordHeaderLen+len(payload))
+	v[0] = kind
+	copy(v[recordHeaderLen:], payload)
+	binary.BigEndian.PutUint32(v[1:], recordSum(key, v))
+	return v
+}
 
-func newCRC() hash.Hash32 { return crc32.New(castagnoli) }
+func recordSum(key, v []byte) uint32 {
+	sum := crc32.Update(0, castagnoli, key)
+	sum = crc32.Update(sum, castagnoli, v[:1])
+	return crc32.Update(sum, castagnoli, v[recordHeaderLen:])
+}
 
-// encodeMsgHeader returns the header and envelope record of a message file.
-func encodeMsgHeader(env *sluice.Envelope) ([]byte, error) {
-	js, err := json.Marshal(env)
+// openRecord verifies the record v found under key and returns its payload,
+// which aliases v.
+func openRecord(key []byte, kind byte, v []byte) ([]byte, error) {
+	if len(v) < recordHeaderLen {
+		return nil, fmt.Errorf("%w: record %q of %d bytes is too short", ErrCorrupt, key, len(v))
+	}
+	if v[0] != kind {
+		return nil, fmt.Errorf("%w: record %q has kind %q, want %q", ErrCorrupt, key, v[0], kind)
+	}
+	if got, want := recordSum(key, v), binary.BigEndian.Uint32(v[1:]); got != want {
+		return nil, fmt.Errorf("%w: record %q checksum %08x, want %08x", ErrCorrupt, key, got, want)
+	}
+	return v[recordHeaderLen:], nil
+}
+
+// storedEnvelope is the payload of an envelope record: the envelope and
+// what is needed to read and verify the body, which is stored in chunks.
+type storedEnvelope struct {
+	Env     *sluice.Envelope `json:"env"`
+	Size    int64            `json:"size"`
+	Chunks  int              `json:"chunks"`
+	BodyCRC uint32           `json:"crc"`
+}
+
+// chunkSize is the size of every body chunk but the last.
+const chunkSize = 64 << 10
+
+func encodeEnvelope(key []byte, se *storedEnvelope) ([]byte, error) {
+	js, err := json.Marshal(se)
 	if err != nil {
 		return nil, fmt.Errorf("queue: encode envelope: %w", err)
 	}
-	b := make([]byte, msgHeaderLen, msgHeaderLen+len(js))
-	copy(b, msgMagic)
-	binary.BigEndian.PutUint32(b[4:], uint32(len(js)))
-	binary.BigEndian.PutUint32(b[8:], crc32.Checksum(js, castagnoli))
-	return append(b, js...), nil
+	return sealRecord(key, kindEnvelope, js), nil
 }
 
-func encodeMsgTrailer(bodyLen int64, bodyCRC uint32) []byte {
-	b := make([]byte, msgTrailLen)
-	binary.BigEndian.PutUint64(b, uint64(bodyLen))
-	binary.BigEndian.PutUint32(b[8:], bodyCRC)
-	copy(b[12:], msgEndMagic)
-	return b
+func decodeEnvelope(key, v []byte) (*storedEnvelope, error) {
+	js, err := openRecord(key, kindEnvelope, v)
+	if err != nil {
+		return nil, err
+	}
+	se := new(storedEnvelope)
+	if err := json.Unmarshal(js, se); err != nil {
+		return nil, fmt.Errorf("%w: envelope %q: %v", ErrCorrupt, key, err)
+	}
+	if se.Env == nil {
+		return nil, fmt.Errorf("%w: envelope %q is empty", ErrCorrupt, key)
+	}
+	if err := se.Env.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: envelope %q: %v", ErrCorrupt, key, err)
+	}
+	if want := chunksFor(se.Size); se.Size < 0 || se.Chunks != want {
+		return nil, fmt.Errorf("%w: envelope %q: %d chunks for %d bytes, want %d", ErrCorrupt, key, se.Chunks, se.Size, want)
+	}
+	return se, nil
 }
 
-// msgLayout is what decodeMsg learns of a message file without reading
-// its body.
-type msgLayout struct {
-	env     *sluice.Envelope
-	bodyOff int64
-	bodyLen int64
-	bodyCRC uint32
-}
+func chunksFor(size int64) int { return int((size + chunkSize - 1) / chunkSize) }
 
-// decodeMsg reads and verifies the header, envelope and trailer of a
-// message file of the given size. The body checksum is verified later,
-// while the body is streamed (see crcReader).
-func decodeMsg(r io.ReaderAt, size int64) (*msgLayout, error) {
-	if size < msgHeaderLen+msgTrailLen {
-		return nil, fmt.Errorf("%w: file of %d bytes is too short", ErrCorrupt, size)
-	}
-	var h [msgHeaderLen]byte
-	if _, err := r.ReadAt(h[:], 0); err != nil {
-		return nil, fmt.Errorf("queue: read header: %w", err)
-	}
-	if string(h[:4]) != msgMagic {
-		return nil, fmt.Errorf("%w: bad magic %q", ErrCorrupt, h[:4])
-	}
-	envLen := int64(binary.BigEndian.Uint32(h[4:]))
-	if envLen > maxEnvLen || msgHeaderLen+envLen+msgTrailLen > size {
-		return nil, fmt.Errorf("%w: envelope length %d does not fit a file of %d bytes", ErrCorrupt, envLen, size)
-	}
-	js := make([]byte, envLen)
-	if _, err := r.ReadAt(js, msgHeaderLen); err != nil {
-		return nil, fmt.Errorf("queue: read envelope: %w", err)
-	}
-	if got, want := crc32.Checksum(js, castagnoli), binary.BigEndian.Uint32(h[8:]); got != want {
-		return nil, fmt.Errorf("%w: envelope checksum %08x, want %08x", ErrCorrupt, got, want)
-	}
-	var t [msgTrailLen]byte
-	if _, err := r.ReadAt(t[:], size-msgTrailLen); err != nil {
-		return nil, fmt.Errorf("queue: read trailer: %w", err)
-	}
-	if string(t[12:]) != msgEndMagic {
-		return nil, fmt.Errorf("%w: bad trailer magic %q", ErrCorrupt, t[12:])
-	}
-	l := &msgLayout{bodyOff: msgHeaderLen + envLen, bodyCRC: binary.BigEndian.Uint32(t[8:])}
-	l.bodyLen = int64(binary.BigEndian.Uint64(t[:8]))
-	if l.bodyLen != size-msgTrailLen-l.bodyOff {
-		return nil, fmt.Errorf("%w: body length %d, file holds %d", ErrCorrupt, l.bodyLen, size-msgTrailLen-l.bodyOff)
-	}
-	env := new(sluice.Envelope)
-	if err := json.Unmarshal(js, env); err != nil {
-		return nil, fmt.Errorf("%w: envelope: %v", ErrCorrupt, err)
-	}
-	if err := env.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: envelope: %v", ErrCorrupt, err)
-	}
-	l.env = env
-	return l, nil
-}
-
-// newBodyReader returns a reader of the body of l, read from src (which
-// must start at the body), that verifies the body checksum as it goes and
-// calls onCorrupt once if it fails.
-func newBodyReader(src io.Reader, l *msgLayout, onCorrupt func(error)) io.Reader {
-	r := &crcReader{r: src, left: l.bodyLen, want: l.bodyCRC, sum: newCRC(), corrupt: onCorrupt}
-	if l.bodyLen == 0 {
-		// Read never reaches the end-of-body check for an empty body.
-		r.err = io.EOF
-		if l.bodyCRC != 0 {
-			r.err = fmt.Errorf("%w: empty body with checksum %08x", ErrCorrupt, l.bodyCRC)
-			onCorrupt(r.err)
-		}
-	}
-	return r
-}
-
-// crcReader passes a body through while summing it, and at the end of the
-// body compares the sum with the stored one: a mismatch is an error, not
-// io.EOF, so a damaged body never reads as complete.
-type crcReader struct {
-	r       io.Reader
-	left    int64
-	want    uint32
-	sum     hash.Hash32
-	corrupt func(error) // called once on a mismatch
-	err     error
-}
-
-func (c *crcReader) Read(p []byte) (int, error) {
-	if c.err != nil {
-		return 0, c.err
-	}
-	if int64(len(p)) > c.left {
-		p = p[:c.left]
-	}
-	n, err := c.r.Read(p)
-	c.sum.Write(p[:n])
-	c.left -= int64(n)
-	switch {
-	case c.left == 0:
-		if got := c.sum.Sum32(); got != c.want {
-			c.err = fmt.Errorf("%w: body checksum %08x, want %08x", ErrCorrupt, got, c.want)
-			c.corrupt(c.err)
-		} else {
-			c.err = io.EOF
-		}
-		return n, c.err
-	case err == io.EOF:
-		c.err = fmt.Errorf("%w: body ends %d bytes early", ErrCorrupt, c.left)
-		c.corrupt(c.err)
-		return n, c.err
-	}
-	return n, err
-}
-
-// recipient states, as stored.
+// Recipient statuses, as stored. In flight and held are not stored per
+// recipient: in flight lives in memory only (a crash makes it due again),
+// held is a property of the message.
 const (
 	statePending   = "pending"
 	stateDeferred  = "deferred"
@@ -186,60 +122,31 @@ type rcptState struct {
 	Status   string `json:"s"`
 	Attempts int    `json:"n,omitempty"`
 	Reply    string `json:"r,omitempty"` // last reply, as text
+	Warned   bool   `json:"w,omitempty"` // a delay warning was sent
 }
 
-// msgState is what changes about a message after it is queued.
+// msgState is what changes about a message after it is queued. Its due
+// index key is derived from it (see dueKey), so the two are always written
+// together.
 type msgState struct {
-	Attempts int         `json:"n"`
-	Next     int64       `json:"next"` // unix nanoseconds of the next attempt
-	Rcpts    []rcptState `json:"rcpts"`
+	Attempts int   `json:"n"`
+	Next     int64 `json:"next"` // unix nanoseconds of the next attempt
+	Last     int64 `json:"last,omitempty"`
+	Held     bool  `json:"held,omitempty"`
+	// Bounce asks the next attempt to return every undelivered
+	// recipient to the sender instead of trying it (Queue.Bounce).
+	Bounce bool        `json:"bounce,omitempty"`
+	Rcpts  []rcptState `json:"rcpts"`
 }
 
 func (s *msgState) final(i int) bool {
 	return s.Rcpts[i].Status == stateDelivered || s.Rcpts[i].Status == stateBounced
 }
 
-func encodeState(s *msgState) ([]byte, error) {
-	js, err := json.Marshal(s)
-	if err != nil {
-		return nil, fmt.Errorf("queue: encode state: %w", err)
-	}
-	b := make([]byte, stateHeaderLen, stateHeaderLen+len(js))
-	copy(b, stateMagic)
-	binary.BigEndian.PutUint32(b[4:], uint32(len(js)))
-	binary.BigEndian.PutUint32(b[8:], crc32.Checksum(js, castagnoli))
-	return append(b, js...), nil
-}
-
-// decodeState verifies and decodes a state record for a message with n
-// recipients.
-func decodeState(b []byte, n int) (*msgState, error) {
-	if len(b) < stateHeaderLen || string(b[:4]) != stateMagic {
-		return nil, fmt.Errorf("%w: bad state header", ErrCorrupt)
-	}
-	l := int(binary.BigEndian.Uint32(b[4:]))
-	if l > maxStateLen || stateHeaderLen+l != len(b) {
-		return nil, fmt.Errorf("%w: state length %d, record holds %d", ErrCorrupt, l, len(b)-stateHeaderLen)
-	}
-	js := b[stateHeaderLen:]
-	if got, want := crc32.Checksum(js, castagnoli), binary.BigEndian.Uint32(b[8:]); got != want {
-		return nil, fmt.Errorf("%w: state checksum %08x, want %08x", ErrCorrupt, got, want)
-	}
-	s := new(msgState)
-	if err := json.Unmarshal(js, s); err != nil {
-		return nil, fmt.Errorf("%w: state: %v", ErrCorrupt, err)
-	}
-	if len(s.Rcpts) != n {
-		return nil, fmt.Errorf("%w: state has %d recipients, envelope %d", ErrCorrupt, len(s.Rcpts), n)
-	}
-	for _, r := range s.Rcpts {
-		switch r.Status {
-		case statePending, stateDeferred, stateDelivered, stateBounced:
-		default:
-			return nil, fmt.Errorf("%w: unknown recipient status %q", ErrCorrupt, r.Status)
-		}
-	}
-	return s, nil
+func (s *msgState) clone() *msgState {
+	c := *s
+	c.Rcpts = append([]rcptState(nil), s.Rcpts...)
+	return &c
 }
 
 func initialState(n int, next int64) *msgState {
@@ -248,4 +155,36 @@ func initialState(n int, next int64) *msgState {
 		s.Rcpts[i].Status = statePending
 	}
 	return s
+}
+
+func encodeState(key []byte, s *msgState) ([]byte, error) {
+	js, err := json.Marshal(s)
+	if err != nil {
+		return nil, fmt.Errorf("queue: encode state: %w", err)
+	}
+	return sealRecord(key, kindState, js), nil
+}
+
+// decodeState verifies and decodes the state record of a message with n
+// recipients.
+func decodeState(key, v []byte, n int) (*msgState, error) {
+	js, err := openRecord(key, kindState, v)
+	if err != nil {
+		return nil, err
+	}
+	s := new(msgState)
+	if err := json.Unmarshal(js, s); err != nil {
+		return nil, fmt.Errorf("%w: state %q: %v", ErrCorrupt, key, err)
+	}
+	if len(s.Rcpts) != n {
+		return nil, fmt.Errorf("%w: state %q has %d recipients, envelope %d", ErrCorrupt, key, len(s.Rcpts), n)
+	}
+	for _, r := range s.Rcpts {
+		switch r.Status {
+		case statePending, stateDeferred, stateDelivered, stateBounced:
+		default:
+			return nil, fmt.Errorf("%w: state %q: unknown recipient status %q", ErrCorrupt, key, r.Status)
+		}
+	}
+	return s, nil
 }

@@ -1,22 +1,33 @@
 package queue
 
 import (
-	"container/heap"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"math/rand/v2"
+	"os"
 	"sync/atomic"
 	"time"
 
 	"github.com/sluicemta/sluice"
 )
 
-// Serve runs the scheduler: it hands each due message to d, at most
-// WithWorkers attempts at a time, until [Queue.Shutdown] or [Queue.Close]
-// is called; then it returns [ErrClosed]. If d also implements [Bouncer],
-// it is asked to notify senders of recipients that fail for good.
+// Serve runs the scheduler until [Queue.Shutdown] or [Queue.Close] is
+// called; then it returns [ErrClosed]. It pulls due messages from the
+// on-disk due index and hands them to d, at most WithWorkers attempts at a
+// time. First attempts (the fresh lane) may use every worker; retries of
+// deferred mail (the retry lane) at most the share set by WithRetryBudget,
+// so a backlog of deferred mail never delays fresh mail. If d implements
+// [Bouncer] it is asked to notify senders of recipients that fail for
+// good; if it implements [DelayNotifier], of recipients still deferred
+// after the WithDelayWarning age.
+//
+// Retries that were already due when Serve started (after a restart or an
+// outage) are spread over the WithRestartSpread window instead of all
+// starting at once.
 func (q *Queue) Serve(d Deliverer) error {
 	q.mu.Lock()
 	switch {
@@ -28,13 +39,13 @@ func (q *Queue) Serve(d Deliverer) error {
 		return errors.New("queue: Serve called twice")
 	}
 	q.serving = true
+	q.started = q.cfg.now()
 	q.mu.Unlock()
 
-	sem := make(chan struct{}, q.cfg.workers)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
-		wait := q.dispatchDue(d, sem)
+		wait := q.dispatch(d)
 		timer.Reset(wait)
 		select {
 		case <-q.stop:
@@ -45,92 +56,274 @@ func (q *Queue) Serve(d Deliverer) error {
 	}
 }
 
-// dispatchDue starts attempts for due messages while workers are free and
-// returns how long to wait before the next one is due.
-func (q *Queue) dispatchDue(d Deliverer, sem chan struct{}) time.Duration {
-	const idle = time.Minute // re-check at least this often
-	for {
-		q.mu.Lock()
-		if q.closed || q.due.Len() == 0 {
-			q.mu.Unlock()
-			return idle
-		}
-		e := q.due[0]
-		if wait := time.Duration(e.state.Next - q.cfg.now().UnixNano()); wait > 0 {
-			q.mu.Unlock()
-			return min(wait, idle)
-		}
-		select {
-		case sem <- struct{}{}:
-		default:
-			q.mu.Unlock()
-			return idle // a finishing attempt pokes us
-		}
-		heap.Pop(&q.due)
-		e.inFlight = true
-		q.attempts.Add(1)
-		q.mu.Unlock()
-		go func() {
-			defer func() { <-sem; q.attempts.Done(); q.poke() }()
-			q.attempt(d, e)
-		}()
+// idle is the longest the scheduler sleeps without looking at the index.
+const idle = time.Minute
+
+// dispatch starts attempts for due messages while workers are free, fresh
+// lane first, and returns how long to wait before looking again.
+func (q *Queue) dispatch(d Deliverer) time.Duration {
+	now := q.cfg.now()
+	wait := idle
+	free, retryFree := q.free()
+	if free > 0 {
+		started, next := q.scanLane(d, laneFresh, now, free)
+		free -= started
+		retryFree = min(retryFree, free)
+		wait = min(wait, next)
 	}
+	if retryFree > 0 {
+		_, next := q.scanLane(d, laneRetry, now, retryFree)
+		wait = min(wait, next)
+	}
+	return max(wait, time.Millisecond)
+}
+
+// free returns how many attempts may start now: in all, and from the retry
+// lane.
+func (q *Queue) free() (all, retry int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	busy := q.count.inflight[laneFresh] + q.count.inflight[laneRetry]
+	all = q.cfg.workers - busy
+	retry = min(all, q.retryCap()-q.count.inflight[laneRetry])
+	return max(all, 0), max(retry, 0)
+}
+
+func (q *Queue) retryCap() int {
+	return max(1, int(float64(q.cfg.workers)*q.cfg.retryBudget))
+}
+
+// scanLane starts up to limit attempts from lane l, in due order, and
+// returns how many it started and how long until the lane has more due.
+// It reads only index keys, and only as far as now (plus the entries in
+// flight it must step over), so its cost does not grow with the queue.
+func (q *Queue) scanLane(d Deliverer, l lane, now time.Time, limit int) (int, time.Duration) {
+	lower, _ := laneRange(l)
+	upper := dueKey(l, now.UnixNano()+1, "")
+	spreadEnd := q.started.Add(q.cfg.restartSpread)
+	wait := idle
+	type candidate struct {
+		key []byte
+		id  string
+	}
+	var found []candidate
+	budget := limit + q.cfg.workers + 256 // keys looked at before giving up for now
+	err := q.spool.store.Scan(lower, upper, func(k, _ []byte) (bool, error) {
+		budget--
+		_, t, id, ok := parseDueKey(k)
+		switch {
+		case !ok:
+			// Damaged keys are dealt with by the census at the next start.
+		case q.isInflight(id):
+		case l == laneRetry && t < q.started.UnixNano() && now.Before(spreadEnd):
+			// Due before Serve started: wait for this message's slot in
+			// the restart spread.
+			slot := q.started.Add(spreadSlot(id, q.cfg.restartSpread))
+			if slot.After(now) {
+				wait = min(wait, slot.Sub(now))
+				break
+			}
+			found = append(found, candidate{bytes.Clone(k), id})
+		default:
+			found = append(found, candidate{bytes.Clone(k), id})
+		}
+		return len(found) < limit && budget > 0, nil
+	})
+	if err != nil {
+		q.log.Error("due index scan failed", "lane", l.String(), "err", err)
+		return 0, time.Second
+	}
+	started := 0
+	for _, c := range found {
+		if q.start(d, l, c.key, c.id) {
+			started++
+		}
+	}
+	if len(found) < limit && budget > 0 {
+		// Everything due now has started: sleep until the next entry.
+		q.spool.store.Scan(upper, laneEnd(l), func(k, _ []byte) (bool, error) {
+			if _, t, _, ok := parseDueKey(k); ok {
+				wait = min(wait, time.Duration(t-now.UnixNano()))
+			}
+			return false, nil
+		})
+	} else {
+		wait = 0 // more may be due: look again at once
+	}
+	return started, wait
+}
+
+func laneEnd(l lane) []byte { _, hi := laneRange(l); return hi }
+
+// spreadSlot returns a message's offset in the restart spread: fixed per
+// id, so every scan agrees, and uniform over the window.
+func spreadSlot(id string, spread time.Duration) time.Duration {
+	h := crc32.Checksum([]byte(id), castagnoli)
+	return time.Duration(float64(spread) * float64(h) / (1 << 32))
+}
+
+func (q *Queue) isInflight(id string) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.inflight[id] != nil
+}
+
+// start loads the message indexed by due key k and starts its attempt. It
+// reports false if the message is gone, moved, damaged or already in
+// flight.
+func (q *Queue) start(d Deliverer, l lane, k []byte, id string) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed || q.inflight[id] != nil {
+		return false
+	}
+	se, err := q.spool.readEnvelope(id)
+	var st *msgState
+	if err == nil {
+		st, err = q.spool.readState(id, len(se.Env.Recipients))
+	}
+	switch {
+	case se != nil && errors.Is(err, ErrCorrupt):
+		q.resetState(id, k, l, se, err)
+		return false
+	case errors.Is(err, ErrCorrupt):
+		var domains []string
+		if v, verr := q.spool.store.Get(k); verr == nil {
+			domains, _ = decodeIndex(k, v)
+		}
+		q.count.lanes[l]--
+		q.count.addDomains(domains, -1)
+		q.quarantineRecords(id, k, domains, err)
+		return false
+	case errors.Is(err, ErrNotFound):
+		// An index entry left behind by a crash between batches cannot
+		// happen (batches are atomic), but a store is allowed to be
+		// imperfect: drop the stale entry.
+		q.log.Warn("due index entry without message deleted", "queue_id", id)
+		b := q.spool.store.NewBatch()
+		b.Delete(k)
+		b.Commit()
+		return false
+	case err != nil:
+		q.log.Error("message not readable; will retry", "queue_id", id, "err", err)
+		return false
+	case !bytes.Equal(stateDueKey(id, st), k):
+		return false // moved by an operation since the scan
+	}
+	ctx, cancel := context.WithTimeout(q.baseCtx, q.cfg.attemptTime)
+	e := &entry{id: id, se: se, st: st, due: k, domains: recipientDomains(se.Env), lane: l, cancel: cancel}
+	q.inflight[id] = e
+	q.count.lanes[l]--
+	q.count.inflight[l]++
+	q.attempts.Add(1)
+	go func() {
+		defer func() { cancel(); q.attempts.Done(); q.poke() }()
+		q.attempt(ctx, d, e)
+	}()
+	return true
+}
+
+// quarantineRecords copies message id's records to quarantine/ and deletes
+// them from the store, with a log line and a metric. The caller adjusts
+// the counts.
+func (q *Queue) quarantineRecords(id string, due []byte, domains []string, cause error) {
+	q.metrics.corrupt.Inc()
+	path := q.spool.quarantine(id)
+	if err := q.spool.remove(id, due, domains); err != nil {
+		q.log.Error("quarantined message not removed", "queue_id", id, "err", err)
+	}
+	q.log.Error("corrupt record quarantined", "queue_id", id, "err", cause, "path", path+".*")
+}
+
+// resetState replaces a damaged state record with the initial state (every
+// recipient pending, due now): the envelope and body are intact, and SMTP
+// is at-least-once, so redelivering to recipients that already had the
+// message is the safe side of not knowing. The damaged record is copied to
+// quarantine/ first.
+func (q *Queue) resetState(id string, due []byte, l lane, se *storedEnvelope, cause error) {
+	q.metrics.corrupt.Inc()
+	path := q.spool.path("quarantine", id+".state")
+	if v, err := q.spool.store.Get(stateKey(id)); err == nil {
+		os.WriteFile(path, v, 0o640)
+	}
+	st := initialState(len(se.Env.Recipients), q.cfg.now().UnixNano())
+	if err := q.spool.putState(id, due, st, recipientDomains(se.Env)); err != nil {
+		q.log.Error("damaged state not replaced", "queue_id", id, "err", err)
+		return
+	}
+	q.count.lanes[l]--
+	q.count.lanes[st.lane()]++
+	q.poke() // it is due now, in the fresh lane
+	q.log.Error("corrupt state record quarantined; every recipient will be tried again",
+		"queue_id", id, "err", cause, "path", path)
 }
 
 // attempt runs one delivery attempt of e and records its outcome.
-func (q *Queue) attempt(d Deliverer, e *entry) {
-	ctx, cancel := context.WithTimeout(q.baseCtx, q.cfg.attemptTime)
-	defer cancel()
+func (q *Queue) attempt(ctx context.Context, d Deliverer, e *entry) {
 	defer func() {
 		if p := recover(); p != nil {
 			// A panicking deliverer must not take the process or the
 			// message with it: quarantine and report.
-			q.log.Error("delivery panicked; message quarantined", "queue_id", e.id, "panic", fmt.Sprint(p))
-			q.drop(e, true)
+			q.finishCorrupt(e, fmt.Errorf("delivery panicked: %v", p))
 		}
 	}()
-
-	st := e.state
+	st := e.st.clone()
 	var due []int // recipient indexes tried in this attempt
 	for i := range st.Rcpts {
 		if !st.final(i) {
 			due = append(due, i)
 		}
 	}
-	env := e.layout.env.Clone()
+	env := e.se.Env.Clone()
 	env.Recipients = env.Recipients[:0]
 	for _, i := range due {
-		env.Recipients = append(env.Recipients, e.layout.env.Recipients[i])
+		env.Recipients = append(env.Recipients, e.se.Env.Recipients[i])
 	}
 	var corrupt atomic.Pointer[error]
-	msg := &Message{Envelope: env, Attempt: st.Attempts + 1, Size: e.layout.bodyLen}
+	msg := &Message{Envelope: env, Attempt: st.Attempts + 1, Size: e.se.Size}
 	msg.open = func() (io.ReadCloser, error) {
-		return q.spool.openBody(e.id, e.layout, func(err error) { corrupt.Store(&err) })
+		return newBodyReader(q.spool.store, e.id, e.se, func(err error) { corrupt.Store(&err) }), nil
 	}
-	results := d.Deliver(ctx, msg)
+	q.metrics.attempts.WithLabelValues(e.lane.String()).Inc()
+	var results []Result
+	if st.Bounce {
+		results = operatorBounce(len(due))
+	} else {
+		results = d.Deliver(ctx, msg)
+	}
 	isCorrupt := func() bool {
-		errp := corrupt.Load()
-		if errp != nil {
-			q.quarantine(e.id, "msg", *errp)
-			q.drop(e, false)
+		if errp := corrupt.Load(); errp != nil {
+			q.finishCorrupt(e, *errp)
+			return true
 		}
-		return errp != nil
+		return false
 	}
 	if !isCorrupt() {
-		q.record(ctx, d, e, msg, due, results, isCorrupt)
+		q.record(ctx, d, e, st, msg, due, results, isCorrupt)
 	}
 }
 
-// record applies the results of an attempt to e's state, notifies senders
-// of final failures, and removes e or schedules its next attempt. The
-// Bouncer reads the body too; if that finds it damaged, isCorrupt
-// quarantines the message and record stops.
-func (q *Queue) record(ctx context.Context, d Deliverer, e *entry, msg *Message, due []int, results []Result, isCorrupt func() bool) {
+// operatorBounce returns the results of an attempt that Queue.Bounce
+// turned into a bounce.
+func operatorBounce(n int) []Result {
+	r := sluice.NewReply(550, sluice.EnhancedCode{5, 0, 0}, "Delivery cancelled by the postmaster")
+	res := make([]Result, n)
+	for i := range res {
+		res[i] = Result{Outcome: sluice.OutcomeBounced, Reply: r}
+	}
+	return res
+}
+
+// record applies the results of an attempt to st, notifies senders of
+// final failures and delays, and ends the attempt. The Bouncer reads the
+// body too; if that finds it damaged, isCorrupt quarantines the message
+// and record stops.
+func (q *Queue) record(ctx context.Context, d Deliverer, e *entry, st *msgState, msg *Message, due []int, results []Result, isCorrupt func() bool) {
 	now := q.cfg.now()
-	st := e.state
-	expired := now.Sub(e.layout.env.Received) >= q.cfg.maxAge
-	var failed []Failure
-	var failedIdx []int
+	age := now.Sub(e.se.Env.Received)
+	expired := age >= q.cfg.maxAge
+	var failed, delayed []Failure
+	var failedIdx, delayedIdx []int
 	for k, i := range due {
 		res := Result{Outcome: sluice.OutcomeDeferred}
 		if k < len(results) {
@@ -141,7 +334,7 @@ func (q *Queue) record(ctx context.Context, d Deliverer, e *entry, msg *Message,
 		if res.Reply != nil {
 			rs.Reply = res.Reply.Error()
 		}
-		q.metrics.attempts.WithLabelValues(res.Outcome.String()).Inc()
+		q.metrics.results.WithLabelValues(res.Outcome.String()).Inc()
 		switch {
 		case res.Outcome == sluice.OutcomeDelivered:
 			rs.Status = stateDelivered
@@ -152,6 +345,10 @@ func (q *Queue) record(ctx context.Context, d Deliverer, e *entry, msg *Message,
 			failedIdx = append(failedIdx, i)
 		default:
 			rs.Status = stateDeferred
+			if q.cfg.delayWarning > 0 && age >= q.cfg.delayWarning && !rs.Warned {
+				delayed = append(delayed, Failure{Recipient: msg.Envelope.Recipients[k], Reply: res.Reply, Delayed: true})
+				delayedIdx = append(delayedIdx, i)
+			}
 		}
 	}
 	if len(failed) > 0 {
@@ -165,26 +362,75 @@ func (q *Queue) record(ctx context.Context, d Deliverer, e *entry, msg *Message,
 			}
 		}
 	}
-	st.Attempts++
-	done := true
-	for i := range st.Rcpts {
-		done = done && st.final(i)
+	if len(delayed) > 0 && q.warn(ctx, d, e, msg, delayed) {
+		for _, i := range delayedIdx {
+			st.Rcpts[i].Warned = true
+		}
 	}
-	if done {
-		q.drop(e, false)
+	if isCorrupt() {
 		return
 	}
+	st.Attempts++
+	st.Last = now.UnixNano()
+	st.Bounce = false
 	st.Next = now.Add(q.backoff(st.Attempts)).UnixNano()
-	if err := q.spool.writeState(e.id, st); err != nil {
-		// The attempt is retried from the older state: duplicates, not loss.
+	q.finish(e, st)
+}
+
+// finish ends e's attempt: it applies the operations asked for meanwhile,
+// then stores st and moves e's index entry, or removes e if every
+// recipient is done.
+func (q *Queue) finish(e *entry, st *msgState) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	now := q.cfg.now().UnixNano()
+	done := e.ops.remove
+	if !done {
+		done = true
+		for i := range st.Rcpts {
+			done = done && st.final(i)
+		}
+	}
+	switch {
+	case e.ops.hold:
+		st.Held = true
+	case e.ops.release:
+		st.Held = false
+	}
+	if e.ops.requeue {
+		st.Next, st.Held = now, false
+	}
+	if e.ops.bounce {
+		st.Next, st.Held, st.Bounce = now, false, true
+	}
+	var err error
+	if done {
+		err = q.spool.remove(e.id, e.due, e.domains)
+		q.count.addDomains(e.domains, -1)
+	} else {
+		err = q.spool.putState(e.id, e.due, st, e.domains)
+		q.count.lanes[st.lane()]++
+	}
+	if err != nil {
+		// The attempt is tried again from the older state: a duplicate,
+		// never a loss.
 		q.log.Error("state not saved", "queue_id", e.id, "err", err)
 	}
+	q.count.inflight[e.lane]--
+	delete(q.inflight, e.id)
+}
+
+// finishCorrupt ends e's attempt by quarantining the message.
+func (q *Queue) finishCorrupt(e *entry, cause error) {
 	q.mu.Lock()
-	e.inFlight = false
-	if !q.closed {
-		heap.Push(&q.due, e)
+	defer q.mu.Unlock()
+	if q.inflight[e.id] != e {
+		return // finished already
 	}
-	q.mu.Unlock()
+	q.quarantineRecords(e.id, e.due, e.domains, cause)
+	q.count.addDomains(e.domains, -1)
+	q.count.inflight[e.lane]--
+	delete(q.inflight, e.id)
 }
 
 // notify asks the Bouncer, if any, to tell the sender about failed
@@ -205,6 +451,20 @@ func (q *Queue) notify(ctx context.Context, d Deliverer, e *entry, msg *Message,
 	return true
 }
 
+// warn asks the DelayNotifier, if any, to tell the sender that delivery is
+// delayed, and reports whether the recipients may be marked warned.
+func (q *Queue) warn(ctx context.Context, d Deliverer, e *entry, msg *Message, delayed []Failure) bool {
+	n, ok := d.(DelayNotifier)
+	if !ok {
+		return true // nobody to tell; do not ask again
+	}
+	if err := n.NotifyDelay(ctx, msg, delayed); err != nil {
+		q.log.Error("delay warning not queued; will retry", "queue_id", e.id, "err", err)
+		return false
+	}
+	return true
+}
+
 func replyText(r *sluice.Reply) string {
 	if r == nil {
 		return ""
@@ -212,27 +472,14 @@ func replyText(r *sluice.Reply) string {
 	return r.Error()
 }
 
-// drop removes e from the queue and its files from the spool (unless they
-// were quarantined already).
-func (q *Queue) drop(e *entry, quarantine bool) {
-	if quarantine {
-		q.quarantine(e.id, "msg", errors.New("delivery panicked"))
-	}
-	if err := q.spool.remove(e.id); err != nil {
-		q.log.Error("remove failed", "queue_id", e.id, "err", err)
-	}
-	q.mu.Lock()
-	delete(q.entries, e.id)
-	q.mu.Unlock()
-}
-
-// backoff returns the delay before attempt n+1 after n attempts:
-// retryMin doubled per attempt, capped at retryMax, jittered by ±20%.
+// backoff returns the delay before attempt n+1 after n attempts: retryMin
+// multiplied by the backoff factor per attempt, capped at retryMax,
+// jittered by ±20%.
 func (q *Queue) backoff(n int) time.Duration {
-	d := q.cfg.retryMin
-	for i := 1; i < n && d < q.cfg.retryMax; i++ {
-		d *= 2
+	d := float64(q.cfg.retryMin)
+	for i := 1; i < n && d < float64(q.cfg.retryMax); i++ {
+		d *= q.cfg.retryFactor
 	}
-	d = min(d, q.cfg.retryMax)
-	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+	d = min(d, float64(q.cfg.retryMax))
+	return time.Duration(d * (0.8 + 0.4*rand.Float64()))
 }

@@ -1,321 +1,197 @@
 package queue
 
 import (
-	"bufio"
-	"crypto/rand"
-	"encoding/base32"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
-	"os"
-	"path/filepath"
+	"log/slog"
 	"sync"
-	"syscall"
-	"time"
 
-	"github.com/sluicemta/sluice"
+	"github.com/cockroachdb/pebble/v2"
 )
 
-// spool is the on-disk layout described in the package doc.
-type spool struct {
-	dir     string
-	lock    *os.File
-	msgSync *groupSync // makes renames into msg/ durable
+// ErrNotFound is returned by [Store.Get] for a key that is not stored, and
+// by the operations API for an id that is not queued.
+var ErrNotFound = errors.New("queue: not found")
+
+// Store is the ordered key-value store a spool keeps its records in. The
+// queue owns the keyspace and checksums every value itself; a Store only
+// has to keep what it is given, in key order, and make it durable on Sync.
+// The default is a pebble database in the spool directory; [WithStore]
+// plugs in another. Methods are called concurrently.
+type Store interface {
+	// Get returns a copy of the value stored under key, or an error
+	// wrapping ErrNotFound.
+	Get(key []byte) ([]byte, error)
+	// Scan calls fn with each key in [lower, upper), in byte order, until
+	// fn returns false or an error. key and value are valid only during
+	// the call. A nil upper means no upper bound.
+	Scan(lower, upper []byte, fn func(key, value []byte) (bool, error)) error
+	// NewBatch returns an empty batch of writes.
+	NewBatch() Batch
+	// Sync returns once every batch committed before the call is on
+	// stable storage.
+	Sync() error
+	// Close releases the store. Batches committed but not synced may be
+	// lost.
+	Close() error
 }
 
-func openSpool(dir string) (*spool, error) {
-	for _, sub := range []string{"", "msg", "state", "tmp", "quarantine"} {
-		if err := os.MkdirAll(filepath.Join(dir, sub), 0o750); err != nil {
-			return nil, fmt.Errorf("queue: %w", err)
+// Batch is a set of writes to a [Store] applied atomically: after a crash
+// either all of them are there or none.
+type Batch interface {
+	Set(key, value []byte)
+	Delete(key []byte)
+	// DeleteRange deletes every key in [lower, upper).
+	DeleteRange(lower, upper []byte)
+	// Size returns the bytes of the writes so far.
+	Size() int
+	// Commit applies the batch, not necessarily durably (see Store.Sync),
+	// and releases it. A batch is committed or discarded exactly once.
+	Commit() error
+	// Discard releases a batch that will not be committed.
+	Discard()
+}
+
+// pebbleStore is the default [Store].
+type pebbleStore struct {
+	db *pebble.DB
+}
+
+// openPebble opens (or creates) the pebble database in dir. Pebble is an
+// LSM with a write-ahead log; every batch is one WAL record, so batches are
+// atomic across crashes, and Sync is one WAL fsync shared by every batch
+// committed before it (docs/BENCHMARKS.md has the measurements that chose
+// it).
+func openPebble(dir string, log *slog.Logger) (*pebbleStore, error) {
+	opts := &pebble.Options{
+		// A spool is written once and deleted soon: a large memtable lets
+		// most messages die before they are ever flushed to an sstable.
+		MemTableSize:                64 << 20,
+		MemTableStopWritesThreshold: 4,
+		FormatMajorVersion:          pebble.FormatNewest,
+		Logger:                      pebbleLogger{log.With("component", "pebble")},
+	}
+	db, err := pebble.Open(dir, opts)
+	if err != nil {
+		return nil, fmt.Errorf("queue: open store %s: %w", dir, err)
+	}
+	return &pebbleStore{db: db}, nil
+}
+
+func (s *pebbleStore) Get(key []byte) ([]byte, error) {
+	v, closer, err := s.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %q", ErrNotFound, key)
+	}
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	out := append([]byte(nil), v...)
+	closer.Close()
+	return out, nil
+}
+
+func (s *pebbleStore) Scan(lower, upper []byte, fn func(key, value []byte) (bool, error)) error {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return storeErr(err)
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			it.Close()
+			return storeErr(err)
+		}
+		more, err := fn(it.Key(), v)
+		if err != nil || !more {
+			it.Close()
+			return err
 		}
 	}
-	lock, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o640)
-	if err != nil {
-		return nil, fmt.Errorf("queue: %w", err)
-	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		lock.Close()
-		return nil, fmt.Errorf("queue: spool %s is in use by another process: %w", dir, err)
-	}
-	s := &spool{dir: dir, lock: lock}
-	if s.msgSync, err = newGroupSync(s.path("msg")); err != nil {
-		s.close()
-		return nil, err
-	}
-	// Files in tmp/ were never acknowledged: their writer died before the
-	// rename that makes a message exist.
-	if ents, err := os.ReadDir(s.path("tmp")); err == nil {
-		for _, e := range ents {
-			os.Remove(s.path("tmp", e.Name()))
-		}
-	}
-	return s, nil
+	return storeErr(it.Close())
 }
 
-func (s *spool) close() error {
-	var err error
-	if s.msgSync != nil {
-		err = s.msgSync.close()
-	}
-	return errors.Join(err, s.lock.Close()) // closing releases the flock
-}
+func (s *pebbleStore) NewBatch() Batch { return &pebbleBatch{b: s.db.NewBatch()} }
 
-func (s *spool) path(elem ...string) string {
-	return filepath.Join(append([]string{s.dir}, elem...)...)
-}
+func (s *pebbleStore) Sync() error { return storeErr(s.db.LogData(nil, pebble.Sync)) }
 
-var idEncoding = base32.HexEncoding.WithPadding(base32.NoPadding)
+func (s *pebbleStore) Close() error { return storeErr(s.db.Close()) }
 
-// newID returns a queue id: 20 characters of base32hex, sortable by
-// creation time (48 bits of milliseconds) and unique by 48 random bits.
-func newID(now time.Time) string {
-	var b [12]byte
-	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixMilli())<<16)
-	rand.Read(b[6:])
-	return idEncoding.EncodeToString(b[:])
-}
-
-func validID(id string) bool {
-	if len(id) != 20 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !('0' <= c && c <= '9' || 'A' <= c && c <= 'V') {
-			return false
-		}
-	}
-	return true
-}
-
-// writeMsg writes a message file and makes it durable: body file fsynced,
-// renamed into msg/, msg/ fsynced (shared with concurrent writers). It
-// returns the layout of the file written.
-func (s *spool) writeMsg(id string, env *sluice.Envelope, body io.Reader) (*msgLayout, error) {
-	head, err := encodeMsgHeader(env)
-	if err != nil {
-		return nil, err
-	}
-	tmp := s.path("tmp", id)
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
-	if err != nil {
-		return nil, fmt.Errorf("queue: %w", err)
-	}
-	n, sum, err := writeMsgFile(f, head, body)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
+// storeErr marks pebble's corruption errors as ErrCorrupt, so the queue
+// treats a damaged sstable block like a damaged record.
+func storeErr(err error) error {
 	if err == nil {
-		err = os.Rename(tmp, s.path("msg", id))
+		return nil
 	}
-	if err != nil {
-		os.Remove(tmp)
-		return nil, fmt.Errorf("queue: write %s: %w", id, err)
+	if pebble.IsCorruptionError(err) {
+		return fmt.Errorf("%w: store: %v", ErrCorrupt, err)
 	}
-	if err := s.msgSync.sync(); err != nil {
-		// The rename may not be durable; the message must not be acked.
-		os.Remove(s.path("msg", id))
-		return nil, fmt.Errorf("queue: write %s: %w", id, err)
-	}
-	return &msgLayout{env: env, bodyOff: int64(len(head)), bodyLen: n, bodyCRC: sum}, nil
+	return fmt.Errorf("queue: store: %w", err)
 }
 
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+type pebbleBatch struct{ b *pebble.Batch }
 
-func writeMsgFile(f *os.File, head []byte, body io.Reader) (int64, uint32, error) {
-	w := bufio.NewWriterSize(f, 64<<10)
-	if _, err := w.Write(head); err != nil {
-		return 0, 0, err
-	}
-	sum := newCRC()
-	buf := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(buf)
-	n, err := io.CopyBuffer(io.MultiWriter(w, sum), body, *buf)
-	if err != nil {
-		return 0, 0, fmt.Errorf("read body: %w", err)
-	}
-	if _, err := w.Write(encodeMsgTrailer(n, sum.Sum32())); err != nil {
-		return 0, 0, err
-	}
-	if err := w.Flush(); err != nil {
-		return 0, 0, err
-	}
-	return n, sum.Sum32(), f.Sync()
+func (b *pebbleBatch) Set(key, value []byte)           { b.b.Set(key, value, nil) }
+func (b *pebbleBatch) Delete(key []byte)               { b.b.Delete(key, nil) }
+func (b *pebbleBatch) DeleteRange(lower, upper []byte) { b.b.DeleteRange(lower, upper, nil) }
+func (b *pebbleBatch) Size() int                       { return b.b.Len() }
+func (b *pebbleBatch) Discard()                        { b.b.Close() }
+
+func (b *pebbleBatch) Commit() error {
+	err := b.b.Commit(pebble.NoSync)
+	b.b.Close()
+	return storeErr(err)
 }
 
-// readMsg opens and verifies the envelope of message id.
-func (s *spool) readMsg(id string) (*msgLayout, error) {
-	f, err := os.Open(s.path("msg", id))
-	if err != nil {
-		return nil, fmt.Errorf("queue: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("queue: %w", err)
-	}
-	l, err := decodeMsg(f, fi.Size())
-	if err != nil {
-		return nil, fmt.Errorf("queue: message %s: %w", id, err)
-	}
-	return l, nil
+// pebbleLogger sends pebble's log lines to slog. Pebble calls Fatalf when
+// its write-ahead log can no longer be written; the default would exit the
+// process, and a library never owns the process, so it panics instead
+// (the embedding program decides what a panic means).
+type pebbleLogger struct{ log *slog.Logger }
+
+func (l pebbleLogger) Infof(format string, args ...any) {
+	l.log.Debug(fmt.Sprintf(format, args...))
 }
 
-// openBody returns a reader over the body of message id that verifies the
-// checksum as it reads.
-func (s *spool) openBody(id string, l *msgLayout, onCorrupt func(error)) (io.ReadCloser, error) {
-	f, err := os.Open(s.path("msg", id))
-	if err != nil {
-		return nil, fmt.Errorf("queue: %w", err)
-	}
-	r := newBodyReader(bufio.NewReaderSize(io.NewSectionReader(f, l.bodyOff, l.bodyLen), 32<<10), l, onCorrupt)
-	return struct {
-		io.Reader
-		io.Closer
-	}{r, f}, nil
+func (l pebbleLogger) Errorf(format string, args ...any) {
+	l.log.Error(fmt.Sprintf(format, args...))
 }
 
-// readState returns the stored state of message id, nil if there is none.
-func (s *spool) readState(id string, nrcpt int) (*msgState, error) {
-	b, err := os.ReadFile(s.path("state", id))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("queue: %w", err)
-	}
-	st, err := decodeState(b, nrcpt)
-	if err != nil {
-		return nil, fmt.Errorf("queue: state %s: %w", id, err)
-	}
-	return st, nil
+func (l pebbleLogger) Fatalf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	l.log.Error(msg)
+	panic("queue: store failed: " + msg)
 }
 
-// writeState replaces the state of message id. The file is fsynced before
-// the rename so a crash leaves the old state or the new one, never a torn
-// one; the directory is not: losing the newest state costs a duplicate
-// delivery, never a message.
-func (s *spool) writeState(id string, st *msgState) error {
-	b, err := encodeState(st)
-	if err != nil {
-		return err
-	}
-	tmp := s.path("tmp", id+".state")
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
-	if err != nil {
-		return fmt.Errorf("queue: %w", err)
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, s.path("state", id))
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("queue: write state %s: %w", id, err)
-	}
-	return nil
-}
-
-// remove deletes a finished message: the message file first, so a crash in
-// between leaves an orphan state file (cleaned at start-up), not a message
-// that would be delivered again from scratch.
-func (s *spool) remove(id string) error {
-	err := os.Remove(s.path("msg", id))
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("queue: remove %s: %w", id, err)
-	}
-	if err := os.Remove(s.path("state", id)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("queue: remove state %s: %w", id, err)
-	}
-	return nil
-}
-
-// quarantine moves the files of message id aside, under quarantine/, for
-// the operator to inspect. which is "msg" or "state".
-func (s *spool) quarantine(id, which string) error {
-	dst := s.path("quarantine", id+"."+which)
-	if err := os.Rename(s.path(which, id), dst); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("queue: quarantine %s: %w", id, err)
-	}
-	return nil
-}
-
-// ids lists the message ids in msg/ and the orphan ids in state/.
-func (s *spool) ids() (msgs []string, orphans []string, err error) {
-	ents, err := os.ReadDir(s.path("msg"))
-	if err != nil {
-		return nil, nil, fmt.Errorf("queue: %w", err)
-	}
-	have := make(map[string]bool, len(ents))
-	for _, e := range ents {
-		if validID(e.Name()) {
-			msgs = append(msgs, e.Name())
-			have[e.Name()] = true
-		}
-	}
-	sts, err := os.ReadDir(s.path("state"))
-	if err != nil {
-		return nil, nil, fmt.Errorf("queue: %w", err)
-	}
-	for _, e := range sts {
-		if !have[e.Name()] {
-			orphans = append(orphans, e.Name())
-		}
-	}
-	return msgs, orphans, nil
-}
-
-// probe checks that the spool is writable.
-func (s *spool) probe() error {
-	f, err := os.CreateTemp(s.path("tmp"), "probe-*")
-	if err != nil {
-		return fmt.Errorf("queue: spool not writable: %w", err)
-	}
-	_, err = f.Write([]byte("ok"))
-	f.Close()
-	os.Remove(f.Name())
-	if err != nil {
-		return fmt.Errorf("queue: spool not writable: %w", err)
-	}
-	return nil
-}
-
-// groupSync lets concurrent writers share one fsync of a directory: a
-// caller returns once an fsync that started after its call has finished,
-// and at most one fsync runs at a time, so N concurrent renames cost about
-// two fsyncs, not N.
+// groupSync lets concurrent writers share one Store.Sync: a caller returns
+// once a sync that started after its call has finished, and at most one
+// sync runs at a time, so N concurrent enqueues cost about two syncs, not
+// N (group commit). observe, if set, is told how many callers each sync
+// released.
 type groupSync struct {
-	dir *os.File
+	syncFn  func() error
+	observe func(n int)
 
 	mu        sync.Mutex // guards the fields below
 	cond      *sync.Cond
-	started   uint64 // fsyncs begun
-	completed uint64 // the number of the last fsync finished
+	started   uint64 // syncs begun
+	completed uint64 // the number of the last sync finished
 	err       error  // its result
 	running   bool
+	waiting   int // callers waiting for the next sync to start
 }
 
-func newGroupSync(dir string) (*groupSync, error) {
-	f, err := os.Open(dir)
-	if err != nil {
-		return nil, fmt.Errorf("queue: %w", err)
-	}
-	g := &groupSync{dir: f}
+func newGroupSync(syncFn func() error, observe func(int)) *groupSync {
+	g := &groupSync{syncFn: syncFn, observe: observe}
 	g.cond = sync.NewCond(&g.mu)
-	return g, nil
+	return g
 }
 
-func (g *groupSync) sync() error {
+func (g *groupSync) wait() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	ticket := g.started // an fsync numbered above this began after our call
+	ticket := g.started // a sync numbered above this began after our call
+	g.waiting++
 	for g.running {
 		g.cond.Wait()
 		if g.completed > ticket {
@@ -324,9 +200,14 @@ func (g *groupSync) sync() error {
 	}
 	g.started++
 	n := g.started
+	released := g.waiting
+	g.waiting = 0
 	g.running = true
 	g.mu.Unlock()
-	err := g.dir.Sync()
+	err := g.syncFn()
+	if g.observe != nil {
+		g.observe(released)
+	}
 	g.mu.Lock()
 	g.running = false
 	g.completed, g.err = n, err
@@ -334,4 +215,7 @@ func (g *groupSync) sync() error {
 	return err
 }
 
-func (g *groupSync) close() error { return g.dir.Close() }
+var (
+	_ Store = (*pebbleStore)(nil)
+	_ Batch = (*pebbleBatch)(nil)
+)

@@ -1,0 +1,479 @@
+package queue
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/sluicemta/sluice"
+)
+
+// State is where a message, or one of its recipients, stands in the queue.
+type State string
+
+// States. Delivered and bounced apply to recipients only: a message whose
+// recipients are all delivered or bounced leaves the queue.
+const (
+	StatePending   State = "pending"   // waiting for its first attempt
+	StateDeferred  State = "deferred"  // tried, waiting for a retry
+	StateHeld      State = "held"      // held by the operator; not tried until released
+	StateInFlight  State = "in-flight" // being attempted now
+	StateDelivered State = "delivered"
+	StateBounced   State = "bounced"
+)
+
+// Stats is a snapshot of the queue's census.
+type Stats struct {
+	Pending, Deferred, Held, InFlight int
+	// Domains are the recipient domains with the most messages, deepest
+	// first (as many as WithDomainMetrics); a message with recipients at
+	// two domains counts at both.
+	Domains []DomainStats
+	// OtherDomains is the message count of the domains not listed.
+	OtherDomains int
+}
+
+// DomainStats is the queue's depth at one recipient domain.
+type DomainStats struct {
+	Domain   string
+	Messages int
+	Oldest   time.Time // when the oldest of them was received
+}
+
+// Stats returns the queue's census: messages by state and by recipient
+// domain. It reads counts kept in memory and one index key per listed
+// domain, so it is cheap at any depth.
+func (q *Queue) Stats() Stats {
+	q.mu.Lock()
+	st := Stats{
+		Pending: q.count.lanes[laneFresh], Deferred: q.count.lanes[laneRetry], Held: q.count.lanes[laneHeld],
+		InFlight: q.count.inflight[laneFresh] + q.count.inflight[laneRetry],
+	}
+	st.Domains, st.OtherDomains = topDomains(q.count.domains, q.cfg.topDomains)
+	q.mu.Unlock()
+	if q.begin() != nil {
+		return st
+	}
+	defer q.calls.Done()
+	for i := range st.Domains {
+		lo, hi := domainRange(st.Domains[i].Domain)
+		q.spool.store.Scan(lo, hi, func(k, _ []byte) (bool, error) {
+			if _, id, ok := parseDomainKey(k); ok {
+				st.Domains[i].Oldest = idTime(id)
+			}
+			return false, nil
+		})
+	}
+	return st
+}
+
+// ListOptions selects and pages the messages [Queue.List] returns. The
+// zero value lists the first page of every message, oldest first.
+type ListOptions struct {
+	// Domain keeps messages with a recipient at this domain.
+	Domain string
+	// Sender keeps messages from this address (case-insensitive); "<>"
+	// keeps notifications (the null sender).
+	Sender string
+	// State keeps messages in this state (pending, deferred, held or
+	// in-flight).
+	State State
+	// OlderThan and NewerThan keep messages received at least, or less
+	// than, this long ago. Zero means no bound.
+	OlderThan, NewerThan time.Duration
+	// After continues a listing: pass the previous page's Next.
+	After string
+	// Limit is the most messages in a page. Default: 100; at most 10,000.
+	Limit int
+}
+
+// Summary is one message in a listing.
+type Summary struct {
+	ID         string
+	From       string
+	Recipients int // recipients of the message
+	Undone     int // recipients neither delivered nor bounced
+	Size       int64
+	Received   time.Time
+	State      State
+	Attempts   int
+	Next       time.Time // next attempt; zero if held or in flight
+	LastReply  string    // the last reply of a recipient not done
+}
+
+// Page is one page of a listing.
+type Page struct {
+	Messages []Summary
+	// Next is the cursor for the following page (ListOptions.After), or
+	// empty when the listing is complete.
+	Next string
+	// Damaged counts records skipped because they failed their checksum;
+	// the scheduler quarantines them when they come due.
+	Damaged int
+}
+
+// listScanBudget bounds the records one List call looks at, so a selective
+// filter over a deep queue returns a short page with a cursor rather than
+// blocking for long.
+const listScanBudget = 50_000
+
+// List returns a page of queued messages, oldest first, that match o. It
+// reads the store, not memory, so it works on a queue that is not serving,
+// for example from a command-line tool while the daemon is stopped.
+func (q *Queue) List(ctx context.Context, o ListOptions) (*Page, error) {
+	if o.Limit <= 0 {
+		o.Limit = 100
+	}
+	if o.Limit > 10_000 {
+		return nil, fmt.Errorf("queue: list limit %d: at most 10000", o.Limit)
+	}
+	if o.After != "" && !validID(o.After) {
+		return nil, fmt.Errorf("queue: list cursor %q is not a queue id", o.After)
+	}
+	if err := q.begin(); err != nil {
+		return nil, err
+	}
+	defer q.calls.Done()
+	now := q.cfg.now()
+	lowID, highID := "", ""
+	if o.NewerThan > 0 {
+		lowID = idFloor(now.Add(-o.NewerThan))
+	}
+	if o.OlderThan > 0 {
+		highID = idFloor(now.Add(-o.OlderThan))
+	}
+	if o.After != "" && o.After >= lowID {
+		lowID = o.After + "\x00"
+	}
+	keyOf := envKey
+	lower, upper := []byte{pfxEnvelope}, []byte{pfxEnvelope + 1}
+	if o.Domain != "" {
+		d := strings.ToLower(o.Domain)
+		keyOf = func(id string) []byte { return domainKey(d, id) }
+		lower, upper = domainRange(d)
+	}
+	if lowID != "" {
+		lower = keyOf(lowID)
+	}
+	if highID != "" {
+		upper = keyOf(highID)
+	}
+	page := &Page{}
+	budget := listScanBudget
+	err := q.spool.store.Scan(lower, upper, func(k, _ []byte) (bool, error) {
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+		id := string(k[len(k)-idLen:])
+		budget--
+		sum, err := q.summary(id)
+		switch {
+		case errors.Is(err, ErrNotFound):
+		case err != nil:
+			page.Damaged++
+		case o.matches(sum):
+			page.Messages = append(page.Messages, *sum)
+		}
+		if len(page.Messages) == o.Limit || budget == 0 {
+			page.Next = id
+			return false, nil
+		}
+		return true, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return page, nil
+}
+
+func (o *ListOptions) matches(s *Summary) bool {
+	if o.State != "" && s.State != o.State {
+		return false
+	}
+	if o.Sender != "" {
+		from := s.From
+		if from == "" {
+			from = "<>"
+		}
+		if !strings.EqualFold(from, o.Sender) {
+			return false
+		}
+	}
+	return true
+}
+
+// summary reads message id and summarises it.
+func (q *Queue) summary(id string) (*Summary, error) {
+	se, st, inflight, err := q.read(id)
+	if err != nil {
+		return nil, err
+	}
+	s := &Summary{ID: id, From: se.Env.From, Recipients: len(se.Env.Recipients), Size: se.Size,
+		Received: se.Env.Received, Attempts: st.Attempts, State: messageState(st, inflight)}
+	for i, r := range st.Rcpts {
+		if !st.final(i) {
+			s.Undone++
+			if r.Reply != "" {
+				s.LastReply = r.Reply
+			}
+		}
+	}
+	if s.State == StatePending || s.State == StateDeferred {
+		s.Next = time.Unix(0, st.Next)
+	}
+	return s, nil
+}
+
+// read returns message id's envelope and state, the in-flight copy if it
+// is being attempted.
+func (q *Queue) read(id string) (*storedEnvelope, *msgState, bool, error) {
+	q.mu.Lock()
+	e := q.inflight[id]
+	q.mu.Unlock()
+	if e != nil {
+		return e.se, e.st, true, nil
+	}
+	se, err := q.spool.readEnvelope(id)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	st, err := q.spool.readState(id, len(se.Env.Recipients))
+	return se, st, false, err
+}
+
+func messageState(st *msgState, inflight bool) State {
+	switch {
+	case inflight:
+		return StateInFlight
+	case st.Held:
+		return StateHeld
+	case st.Attempts == 0:
+		return StatePending
+	}
+	return StateDeferred
+}
+
+// Info is everything the queue knows about one message.
+type Info struct {
+	Summary
+	Envelope   *sluice.Envelope
+	LastTry    time.Time // zero before the first attempt
+	Recipients []RecipientInfo
+}
+
+// RecipientInfo is the delivery state of one recipient.
+type RecipientInfo struct {
+	Address   string
+	State     State
+	Attempts  int
+	LastReply string
+	// Warned is set once the sender was told that delivery is delayed.
+	Warned bool
+}
+
+// Show returns message id in full: envelope, per-recipient state, attempts,
+// last replies and next attempt. It returns an error wrapping ErrNotFound
+// if the message is not queued.
+func (q *Queue) Show(ctx context.Context, id string) (*Info, error) {
+	if !validID(id) {
+		return nil, fmt.Errorf("%w: %q is not a queue id", ErrNotFound, id)
+	}
+	if err := q.begin(); err != nil {
+		return nil, err
+	}
+	defer q.calls.Done()
+	se, st, inflight, err := q.read(id)
+	if err != nil {
+		return nil, err
+	}
+	sum, err := q.summary(id)
+	if err != nil {
+		return nil, err
+	}
+	info := &Info{Summary: *sum, Envelope: se.Env.Clone()}
+	if st.Last != 0 {
+		info.LastTry = time.Unix(0, st.Last)
+	}
+	msgState := messageState(st, inflight)
+	for i, r := range se.Env.Recipients {
+		rs := st.Rcpts[i]
+		ri := RecipientInfo{Address: r.Address, Attempts: rs.Attempts, LastReply: rs.Reply, Warned: rs.Warned}
+		switch {
+		case rs.Status == stateDelivered:
+			ri.State = StateDelivered
+		case rs.Status == stateBounced:
+			ri.State = StateBounced
+		case msgState == StateInFlight || msgState == StateHeld:
+			ri.State = msgState
+		case rs.Status == statePending:
+			ri.State = StatePending
+		default:
+			ri.State = StateDeferred
+		}
+		info.Recipients = append(info.Recipients, ri)
+	}
+	return info, nil
+}
+
+// Hold stops message id from being tried until [Queue.Release]. A message
+// in flight is held when its attempt ends.
+func (q *Queue) Hold(ctx context.Context, id string) error {
+	return q.operate(id, func(p *pendingOps) { p.hold, p.release = true, false },
+		func(st *msgState, now int64) bool { st.Held = true; return false })
+}
+
+// Release makes a held message due now.
+func (q *Queue) Release(ctx context.Context, id string) error {
+	return q.operate(id, func(p *pendingOps) { p.hold, p.release = false, true },
+		func(st *msgState, now int64) bool {
+			if st.Held {
+				st.Held, st.Next = false, now
+			}
+			return false
+		})
+}
+
+// Delete removes message id from the queue without notifying anyone. A
+// message in flight has its attempt cancelled and is removed when the
+// attempt returns (a recipient the next hop had already accepted is
+// delivered all the same).
+func (q *Queue) Delete(ctx context.Context, id string) error {
+	return q.operate(id, func(p *pendingOps) { p.remove = true },
+		func(*msgState, int64) bool { return true })
+}
+
+// Requeue makes message id due now, releasing it if held. Routes are
+// never stored, so the attempt looks its route up afresh (seed 004).
+func (q *Queue) Requeue(ctx context.Context, id string) error {
+	return q.operate(id, func(p *pendingOps) { p.requeue = true },
+		func(st *msgState, now int64) bool { st.Held, st.Next = false, now; return false })
+}
+
+// Bounce returns every undelivered recipient of message id to its sender
+// now (status 5.0.0, "delivery cancelled by the postmaster"), through the
+// Deliverer's Bouncer at the next attempt, which is made due at once. On a
+// queue that is not serving, the bounce happens when Serve next runs.
+func (q *Queue) Bounce(ctx context.Context, id string) error {
+	return q.operate(id, func(p *pendingOps) { p.bounce = true },
+		func(st *msgState, now int64) bool { st.Held, st.Bounce, st.Next = false, true, now; return false })
+}
+
+// operate applies an operation to message id: change to its stored state
+// (reporting whether to remove it instead), or, if it is in flight, ask to
+// record the operation in p, applied when the attempt ends. The change is
+// durable when operate returns.
+func (q *Queue) operate(id string, inflight func(p *pendingOps), change func(st *msgState, now int64) (remove bool)) error {
+	if !validID(id) {
+		return fmt.Errorf("%w: %q is not a queue id", ErrNotFound, id)
+	}
+	if err := q.begin(); err != nil {
+		return err
+	}
+	defer q.calls.Done()
+	if err := q.operateLocked(id, inflight, change); err != nil {
+		return err
+	}
+	q.poke()
+	return q.spool.gsync.wait()
+}
+
+func (q *Queue) operateLocked(id string, inflight func(p *pendingOps), change func(st *msgState, now int64) bool) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if e := q.inflight[id]; e != nil {
+		inflight(&e.ops)
+		if e.ops.remove {
+			e.cancel()
+		}
+		return nil
+	}
+	se, err := q.spool.readEnvelope(id)
+	if err != nil {
+		return err
+	}
+	st, err := q.spool.readState(id, len(se.Env.Recipients))
+	if err != nil {
+		return err
+	}
+	oldDue, oldLane := stateDueKey(id, st), st.lane()
+	domains := recipientDomains(se.Env)
+	if change(st, q.cfg.now().UnixNano()) {
+		if err := q.spool.remove(id, oldDue, domains); err != nil {
+			return err
+		}
+		q.count.lanes[oldLane]--
+		q.count.addDomains(domains, -1)
+		return nil
+	}
+	if err := q.spool.putState(id, oldDue, st, domains); err != nil {
+		return err
+	}
+	q.count.lanes[oldLane]--
+	q.count.lanes[st.lane()]++
+	return nil
+}
+
+// Flush makes every deferred message due now, each at a random point in
+// the WithRestartSpread window so the retries do not all start at once,
+// and returns how many it moved. Held messages stay held.
+func (q *Queue) Flush(ctx context.Context) (int, error) {
+	if err := q.begin(); err != nil {
+		return 0, err
+	}
+	defer q.calls.Done()
+	lower, upper := laneRange(laneRetry)
+	moved := 0
+	for {
+		var keys [][]byte
+		err := q.spool.store.Scan(lower, upper, func(k, _ []byte) (bool, error) {
+			keys = append(keys, bytes.Clone(k))
+			return len(keys) < 1000, ctx.Err()
+		})
+		if err != nil {
+			return moved, err
+		}
+		if len(keys) == 0 {
+			break
+		}
+		lower = append(bytes.Clone(keys[len(keys)-1]), 0)
+		moved += q.flushKeys(keys)
+		q.poke()
+	}
+	return moved, q.spool.gsync.wait()
+}
+
+// flushKeys makes the messages of the retry lane's index keys due within
+// the spread, skipping any that moved since they were read.
+func (q *Queue) flushKeys(keys [][]byte) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	now := q.cfg.now()
+	moved := 0
+	for _, k := range keys {
+		_, _, id, ok := parseDueKey(k)
+		if !ok || q.inflight[id] != nil {
+			continue
+		}
+		se, err := q.spool.readEnvelope(id)
+		if err != nil {
+			continue
+		}
+		st, err := q.spool.readState(id, len(se.Env.Recipients))
+		if err != nil || !bytes.Equal(stateDueKey(id, st), k) {
+			continue
+		}
+		var jitter time.Duration
+		if q.cfg.restartSpread > 0 {
+			jitter = rand.N(q.cfg.restartSpread)
+		}
+		st.Next = now.Add(jitter).UnixNano()
+		if q.spool.putState(id, k, st, recipientDomains(se.Env)) == nil {
+			moved++
+		}
+	}
+	return moved
+}

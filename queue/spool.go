@@ -1,0 +1,365 @@
+package queue
+
+import (
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/sluicemta/sluice"
+)
+
+// spool is a queue's records in a Store, plus the directory around it: the
+// lock that keeps a second process out, and quarantine/ where damaged
+// records are copied for the operator.
+type spool struct {
+	dir   string
+	lock  *os.File
+	store Store
+	gsync *groupSync
+}
+
+// batchFlush is how many bytes of body chunks a write batch collects
+// before it is committed and a new one started, so a large message is
+// never held whole in memory.
+const batchFlush = 1 << 20
+
+func openSpool(dir string, store Store, log *slog.Logger, observeSync func(int)) (*spool, error) {
+	for _, sub := range []string{"", "quarantine"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o750); err != nil {
+			return nil, fmt.Errorf("queue: %w", err)
+		}
+	}
+	if ents, err := os.ReadDir(filepath.Join(dir, "msg")); err == nil && len(ents) > 0 {
+		return nil, fmt.Errorf("queue: %s holds %d messages in the version 0 file layout (msg/, state/); deliver them with the release that wrote them first", dir, len(ents))
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("queue: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("queue: spool %s is in use by another process: %w", dir, err)
+	}
+	s := &spool{dir: dir, lock: lock, store: store}
+	if s.store == nil {
+		if s.store, err = openPebble(filepath.Join(dir, "db"), log); err != nil {
+			lock.Close()
+			return nil, err
+		}
+	}
+	s.gsync = newGroupSync(s.store.Sync, observeSync)
+	if err := s.dropPartials(); err != nil {
+		s.close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *spool) close() error {
+	return errors.Join(s.store.Close(), s.lock.Close()) // closing releases the flock
+}
+
+func (s *spool) path(elem ...string) string {
+	return filepath.Join(append([]string{s.dir}, elem...)...)
+}
+
+// dropPartials deletes the body chunks of messages whose writer died before
+// the batch that makes them exist: they were never acknowledged.
+func (s *spool) dropPartials() error {
+	b := s.store.NewBatch()
+	n := 0
+	err := s.store.Scan([]byte{pfxPartial}, []byte{pfxPartial + 1}, func(k, _ []byte) (bool, error) {
+		id := string(k[1:])
+		lo, hi := bodyRange(id)
+		b.DeleteRange(lo, hi)
+		b.Delete(k)
+		n++
+		return true, nil
+	})
+	if err != nil || n == 0 {
+		b.Discard()
+		return err
+	}
+	return b.Commit()
+}
+
+var chunkBufs = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
+
+// writeMessage stores a new message: its body in chunks read from body,
+// then, in one last batch, its envelope, state and index entries. It
+// returns once the batches are committed; the caller makes them durable
+// with sync. A body too large for one batch is written in several, the
+// first of which marks the message partial so that a crash before the
+// last batch leaves nothing behind but chunks that the next start deletes.
+func (s *spool) writeMessage(id string, env *sluice.Envelope, st *msgState, domains []string, body io.Reader) (*storedEnvelope, error) {
+	buf := chunkBufs.Get().(*[]byte)
+	defer chunkBufs.Put(buf)
+	b := s.store.NewBatch()
+	se := &storedEnvelope{Env: env}
+	partial := false
+	fail := func(err error) (*storedEnvelope, error) {
+		b.Discard()
+		if partial {
+			s.dropMessage(id)
+		}
+		return nil, fmt.Errorf("queue: write %s: %w", id, err)
+	}
+	for {
+		n, err := io.ReadFull(body, *buf)
+		if n > 0 {
+			chunk := (*buf)[:n]
+			b.Set(chunkKey(id, se.Chunks), sealRecord(chunkKey(id, se.Chunks), kindChunk, chunk))
+			se.BodyCRC = crc32.Update(se.BodyCRC, castagnoli, chunk)
+			se.Size += int64(n)
+			se.Chunks++
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			return fail(fmt.Errorf("read body: %w", err))
+		}
+		if b.Size() >= batchFlush {
+			if !partial {
+				b.Set(partialKey(id), nil)
+				partial = true
+			}
+			if err := b.Commit(); err != nil {
+				b = s.store.NewBatch() // fail discards it
+				return fail(err)
+			}
+			b = s.store.NewBatch()
+		}
+	}
+	ek := envKey(id)
+	ev, err := encodeEnvelope(ek, se)
+	if err != nil {
+		return fail(err)
+	}
+	b.Set(ek, ev)
+	if err := s.setState(b, id, st, domains); err != nil {
+		return fail(err)
+	}
+	for _, d := range domains {
+		b.Set(domainKey(d, id), nil)
+	}
+	if partial {
+		b.Delete(partialKey(id))
+	}
+	if err := b.Commit(); err != nil {
+		if partial {
+			s.dropMessage(id)
+		}
+		return nil, fmt.Errorf("queue: write %s: %w", id, err)
+	}
+	return se, nil
+}
+
+// setState adds to b the state record of id and its due index entry. The
+// index value carries the message's recipient domains, so a scan of the
+// index alone can count the queue by domain.
+func (s *spool) setState(b Batch, id string, st *msgState, domains []string) error {
+	sk := stateKey(id)
+	sv, err := encodeState(sk, st)
+	if err != nil {
+		return err
+	}
+	b.Set(sk, sv)
+	dk := stateDueKey(id, st)
+	b.Set(dk, sealRecord(dk, kindIndex, []byte(strings.Join(domains, "\x00"))))
+	return nil
+}
+
+// decodeIndex verifies a due index record and returns the domains it holds.
+func decodeIndex(key, v []byte) ([]string, error) {
+	p, err := openRecord(key, kindIndex, v)
+	if err != nil {
+		return nil, err
+	}
+	if len(p) == 0 {
+		return nil, nil
+	}
+	return strings.Split(string(p), "\x00"), nil
+}
+
+// putState replaces the state of id and moves its due index entry from
+// oldDue, in one batch.
+func (s *spool) putState(id string, oldDue []byte, st *msgState, domains []string) error {
+	b := s.store.NewBatch()
+	if oldDue != nil {
+		b.Delete(oldDue)
+	}
+	if err := s.setState(b, id, st, domains); err != nil {
+		b.Discard()
+		return err
+	}
+	return b.Commit()
+}
+
+// remove deletes every record of a message.
+func (s *spool) remove(id string, due []byte, domains []string) error {
+	b := s.store.NewBatch()
+	b.Delete(envKey(id))
+	b.Delete(stateKey(id))
+	lo, hi := bodyRange(id)
+	b.DeleteRange(lo, hi)
+	if due != nil {
+		b.Delete(due)
+	}
+	for _, d := range domains {
+		b.Delete(domainKey(d, id))
+	}
+	return b.Commit()
+}
+
+// dropMessage deletes what a failed writeMessage left behind.
+func (s *spool) dropMessage(id string) {
+	b := s.store.NewBatch()
+	lo, hi := bodyRange(id)
+	b.DeleteRange(lo, hi)
+	b.Delete(partialKey(id))
+	b.Commit()
+}
+
+func (s *spool) readEnvelope(id string) (*storedEnvelope, error) {
+	k := envKey(id)
+	v, err := s.store.Get(k)
+	if err != nil {
+		return nil, err
+	}
+	return decodeEnvelope(k, v)
+}
+
+func (s *spool) readState(id string, nrcpt int) (*msgState, error) {
+	k := stateKey(id)
+	v, err := s.store.Get(k)
+	if err != nil {
+		return nil, err
+	}
+	return decodeState(k, v, nrcpt)
+}
+
+// quarantine copies what is left of message id's records to files under
+// quarantine/ for the operator, best effort, and returns the path prefix
+// they were written under. The caller removes the records.
+func (s *spool) quarantine(id string) string {
+	base := s.path("quarantine", id)
+	for _, rec := range []struct {
+		suffix string
+		key    []byte
+	}{{".envelope", envKey(id)}, {".state", stateKey(id)}} {
+		if v, err := s.store.Get(rec.key); err == nil {
+			os.WriteFile(base+rec.suffix, v, 0o640)
+		}
+	}
+	if f, err := os.OpenFile(base+".body", os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640); err == nil {
+		lo, hi := bodyRange(id)
+		s.store.Scan(lo, hi, func(_, v []byte) (bool, error) {
+			if len(v) > recordHeaderLen {
+				f.Write(v[recordHeaderLen:])
+			}
+			return true, nil
+		})
+		f.Close()
+	}
+	return base
+}
+
+// probe checks that the spool can take a write.
+func (s *spool) probe() error {
+	f, err := os.CreateTemp(s.dir, ".probe-*")
+	if err != nil {
+		return fmt.Errorf("queue: spool not writable: %w", err)
+	}
+	_, err = f.Write([]byte("ok"))
+	f.Close()
+	os.Remove(f.Name())
+	if err != nil {
+		return fmt.Errorf("queue: spool not writable: %w", err)
+	}
+	return nil
+}
+
+// bodyReader streams a stored body chunk by chunk, verifying each chunk's
+// record checksum, the chunk count and sizes, and at the end the checksum
+// of the whole body: a damaged body reads as an error wrapping ErrCorrupt,
+// never as a complete message.
+type bodyReader struct {
+	store     Store
+	id        string
+	se        *storedEnvelope
+	next      int    // next chunk to read
+	cur       []byte // unread part of the current chunk
+	sum       uint32
+	err       error
+	onCorrupt func(error)
+}
+
+func newBodyReader(store Store, id string, se *storedEnvelope, onCorrupt func(error)) *bodyReader {
+	return &bodyReader{store: store, id: id, se: se, onCorrupt: onCorrupt}
+}
+
+func (r *bodyReader) Read(p []byte) (int, error) {
+	for len(r.cur) == 0 {
+		if r.err != nil {
+			return 0, r.err
+		}
+		r.err = r.load()
+	}
+	n := copy(p, r.cur)
+	r.cur = r.cur[n:]
+	return n, nil
+}
+
+// load reads the next chunk into cur, or returns io.EOF at a verified end
+// of body, or the error that ends the read.
+func (r *bodyReader) load() error {
+	if r.next == r.se.Chunks {
+		if r.sum != r.se.BodyCRC {
+			return r.corrupt(fmt.Errorf("%w: body of %s: checksum %08x, want %08x", ErrCorrupt, r.id, r.sum, r.se.BodyCRC))
+		}
+		return io.EOF
+	}
+	k := chunkKey(r.id, r.next)
+	v, err := r.store.Get(k)
+	if errors.Is(err, ErrNotFound) {
+		return r.corrupt(fmt.Errorf("%w: body of %s: chunk %d of %d is missing", ErrCorrupt, r.id, r.next, r.se.Chunks))
+	}
+	if err != nil {
+		if errors.Is(err, ErrCorrupt) {
+			return r.corrupt(err)
+		}
+		return err
+	}
+	chunk, err := openRecord(k, kindChunk, v)
+	if err != nil {
+		return r.corrupt(err)
+	}
+	want := chunkSize
+	if r.next == r.se.Chunks-1 {
+		want = int(r.se.Size - int64(r.se.Chunks-1)*chunkSize)
+	}
+	if len(chunk) != want {
+		return r.corrupt(fmt.Errorf("%w: body of %s: chunk %d has %d bytes, want %d", ErrCorrupt, r.id, r.next, len(chunk), want))
+	}
+	r.sum = crc32.Update(r.sum, castagnoli, chunk)
+	r.cur = chunk
+	r.next++
+	return nil
+}
+
+func (r *bodyReader) corrupt(err error) error {
+	if r.onCorrupt != nil {
+		r.onCorrupt(err)
+	}
+	return err
+}
+
+func (r *bodyReader) Close() error { return nil }

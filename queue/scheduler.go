@@ -40,7 +40,9 @@ func (q *Queue) Serve(d Deliverer) error {
 	}
 	q.serving = true
 	q.started = q.cfg.now()
+	q.calls.Add(1) // the store stays open until the loop below returns
 	q.mu.Unlock()
+	defer q.calls.Done()
 
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()

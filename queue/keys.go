@@ -1,9 +1,11 @@
 package queue
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/base32"
 	"encoding/binary"
+	"sync"
 	"time"
 )
 
@@ -57,6 +59,32 @@ func newID(now time.Time) string {
 	var b [12]byte
 	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixMilli())<<16)
 	rand.Read(b[6:])
+	return idEncoding.EncodeToString(b[:])
+}
+
+// idGen makes queue ids that increase strictly within a process, so that
+// listing in id order is listing in order of arrival, even within one
+// millisecond.
+type idGen struct {
+	mu   sync.Mutex // guards last
+	last [12]byte
+}
+
+func (g *idGen) next(now time.Time) string {
+	var b [12]byte
+	id := newID(now)
+	idEncoding.Decode(b[:], []byte(id))
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if bytes.Compare(b[:], g.last[:]) <= 0 {
+		b = g.last
+		for i := 11; i >= 0; i-- { // add one
+			if b[i]++; b[i] != 0 {
+				break
+			}
+		}
+	}
+	g.last = b
 	return idEncoding.EncodeToString(b[:])
 }
 

@@ -176,7 +176,9 @@ func TestRequeueAndFlushRetryNow(t *testing.T) {
 		ids = append(ids, at.id)
 	}
 	slices.Sort(ids)
-	if want := []string{a, b, c}; !slices.Equal(ids, want) {
+	want := []string{a, b, c}
+	slices.Sort(want)
+	if !slices.Equal(ids, want) {
 		t.Errorf("delivered after Flush: %v, want %v", ids, want)
 	}
 }

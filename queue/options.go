@@ -13,8 +13,8 @@ import (
 type Option func(*config)
 
 type config struct {
-	logger      *slog.Logger
-	registerer  prometheus.Registerer
+	logger        *slog.Logger
+	registerer    prometheus.Registerer
 	workers       int
 	retryMin      time.Duration
 	retryMax      time.Duration
@@ -32,9 +32,9 @@ type config struct {
 // defaultConfig holds every default of the package, in one place.
 func defaultConfig() config {
 	return config{
-		logger:      slog.New(slog.DiscardHandler),
-		workers:     32,
-		retryMin:    5 * time.Minute,
+		logger:        slog.New(slog.DiscardHandler),
+		workers:       32,
+		retryMin:      5 * time.Minute,
 		retryMax:      time.Hour,
 		retryFactor:   2,
 		retryBudget:   0.5,

@@ -27,6 +27,7 @@ type Queue struct {
 	log     *slog.Logger
 	metrics *metrics
 
+	ids  idGen
 	wake chan struct{} // a new message, a finished attempt, an operation: scan again
 
 	mu       sync.Mutex        // guards the fields below, and every state change of a message not in flight
@@ -212,7 +213,7 @@ func (q *Queue) Enqueue(ctx context.Context, env *sluice.Envelope, body io.Reade
 	start := time.Now()
 	now := q.cfg.now()
 	env = env.Clone()
-	env.ID = newID(now)
+	env.ID = q.ids.next(now)
 	if env.Received.IsZero() {
 		env.Received = now
 	}

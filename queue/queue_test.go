@@ -413,7 +413,10 @@ func TestCorruptStateFallsBackToInitial(t *testing.T) {
 	if q2.Depth() != 1 {
 		t.Fatalf("message lost with its damaged state: Depth = %d", q2.Depth())
 	}
-	d2 := newDeliverer(func(m *Message, _ string) Result { tries <- m.Envelope.ID; return Result{Outcome: sluice.OutcomeDelivered} })
+	d2 := newDeliverer(func(m *Message, _ string) Result {
+		tries <- m.Envelope.ID
+		return Result{Outcome: sluice.OutcomeDelivered}
+	})
 	serve(t, q2, d2)
 	d2.waitFor(t, "redelivery", func() bool { return q2.Depth() == 0 })
 	if got := <-tries; got != id {

@@ -125,7 +125,7 @@ func startSluice(t *testing.T, spool string, args ...string) *sluiceProc {
 	cfg := filepath.Join(t.TempDir(), "sluice.toml")
 	// Fast retries so a deferred message is tried again within the
 	// tests' deadlines.
-	conf := "[queue]\nretry_min = \"200ms\"\nretry_max = \"1s\"\n\n[delivery]\nconnect_timeout = \"5s\"\ncommand_timeout = \"10s\"\n"
+	conf := "[queue]\nretry_min = \"200ms\"\nretry_max = \"1s\"\nrestart_spread = \"100ms\"\n\n[delivery]\nconnect_timeout = \"5s\"\ncommand_timeout = \"10s\"\n"
 	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}

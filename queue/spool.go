@@ -231,6 +231,9 @@ func (s *spool) dropMessage(id string) {
 func (s *spool) readEnvelope(id string) (*storedEnvelope, error) {
 	k := envKey(id)
 	v, err := s.store.Get(k)
+	if errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("%w: no message %s", ErrNotFound, id)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -42,11 +42,15 @@ type smtpConfig struct {
 }
 
 type queueConfig struct {
-	Spool    string `toml:"spool"`
-	Workers  *int   `toml:"workers"`
-	RetryMin string `toml:"retry_min"`
-	RetryMax string `toml:"retry_max"`
-	MaxAge   string `toml:"max_age"`
+	Spool         string   `toml:"spool"`
+	Workers       *int     `toml:"workers"`
+	RetryMin      string   `toml:"retry_min"`
+	RetryMax      string   `toml:"retry_max"`
+	BackoffFactor *float64 `toml:"backoff_factor"`
+	RetryBudget   *float64 `toml:"retry_budget"`
+	RestartSpread string   `toml:"restart_spread"`
+	MaxAge        string   `toml:"max_age"`
+	DelayWarning  string   `toml:"delay_warning"`
 }
 
 type deliveryConfig struct {
@@ -83,7 +87,11 @@ type settings struct {
 	spool              string
 	workers            int
 	retryMin, retryMax time.Duration
+	backoffFactor      float64
+	retryBudget        float64
+	restartSpread      *time.Duration // nil: not set (zero is a setting)
 	maxAge             time.Duration
+	delayWarning       time.Duration
 
 	smarthost string
 	resolvers []string
@@ -179,7 +187,7 @@ func friendlyTypeError(msg string) string {
 	if m == nil {
 		return msg
 	}
-	want := map[string]string{"string": "a string", "int": "an integer", "*int": "an integer", "*int64": "an integer", "[]string": "an array of strings"}[m[2]]
+	want := map[string]string{"string": "a string", "int": "an integer", "*int": "an integer", "*int64": "an integer", "*float64": "a number", "[]string": "an array of strings"}[m[2]]
 	if want == "" {
 		want = "another type"
 	}
@@ -258,6 +266,10 @@ func (v *validator) settings(fc *fileConfig) *settings {
 		retryMax: v.duration("queue.retry_max", fc.Queue.RetryMax),
 		maxAge:   v.duration("queue.max_age", fc.Queue.MaxAge),
 
+		backoffFactor: v.float("queue.backoff_factor", fc.Queue.BackoffFactor, 1, 16),
+		retryBudget:   v.float("queue.retry_budget", fc.Queue.RetryBudget, 0.01, 1),
+		delayWarning:  v.duration("queue.delay_warning", fc.Queue.DelayWarning),
+
 		smarthost: v.hostPort("delivery.smarthost", fc.Delivery.Smarthost, false),
 		mxPort:    v.port("delivery.mx_port", fc.Delivery.MXPort),
 		connect:   v.duration("delivery.connect_timeout", fc.Delivery.ConnectTimeout),
@@ -302,12 +314,28 @@ func (v *validator) settings(fc *fileConfig) *settings {
 	} else if s.retryMin > s.retryMax {
 		v.fail("queue.retry_max", "%v is less than queue.retry_min %v", s.retryMax, s.retryMin)
 	}
+	if fc.Queue.RestartSpread != "" {
+		d := v.duration("queue.restart_spread", fc.Queue.RestartSpread)
+		s.restartSpread = &d
+	}
 	if fc.Log.Level != "" {
 		if err := s.logLevel.UnmarshalText([]byte(fc.Log.Level)); err != nil {
 			v.fail("log.level", "bad level %q (want debug, info, warn or error)", fc.Log.Level)
 		}
 	}
 	return s
+}
+
+// float checks an optional number against [lo, hi]; 0 means not set.
+func (v *validator) float(key string, f *float64, lo, hi float64) float64 {
+	if f == nil {
+		return 0
+	}
+	if *f < lo || *f > hi {
+		v.fail(key, "%v is out of range [%v, %v]", *f, lo, hi)
+		return 0
+	}
+	return *f
 }
 
 func (v *validator) duration(key, s string) time.Duration {

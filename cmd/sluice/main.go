@@ -4,13 +4,15 @@
 //	sluice serve [--config FILE] [--listen ADDR] [--spool DIR] [--smarthost HOST:PORT]
 //	             [--http ADDR] [--hostname NAME] [--log-level LEVEL] [--log-format json|text]
 //	sluice send  --server ADDR --from ADDR --to ADDR [--to ADDR ...] [--subject S] [--body FILE|-]
+//	sluice queue list|show|stats|hold|release|delete|requeue|bounce|flush [--spool DIR] [...]
 //	sluice version
 //	sluice help [COMMAND]
 //
 // serve accepts mail over SMTP, spools it durably and relays it to a
 // smarthost or to the recipients' MX hosts; it serves /livez, /readyz and
 // /metrics over HTTP. send submits one small text message, for trials and
-// scripts. Exit status: 0 on success, 1 on a runtime failure, 2 on a usage
+// scripts. queue inspects and manages the spool while the daemon is
+// stopped. Exit status: 0 on success, 1 on a runtime failure, 2 on a usage
 // or configuration error.
 //
 // The binary only wires the packages together: everything it does that a
@@ -53,6 +55,7 @@ func commands() map[string]command {
 	return map[string]command{
 		"serve":   {"run the relay: accept, queue and deliver mail", runServe},
 		"send":    {"submit one text message to an SMTP server", runSend},
+		"queue":   {"inspect and manage the spool (daemon stopped)", runQueue},
 		"version": {"print the version", runVersion},
 	}
 }
@@ -83,6 +86,7 @@ func usage(w io.Writer) {
 commands:
   serve     run the relay: accept, queue and deliver mail
   send      submit one text message to an SMTP server
+  queue     inspect and manage the spool (daemon stopped): sluice queue help
   version   print the version
   help      show help for a command: sluice help serve
 `)
@@ -100,6 +104,8 @@ func runHelp(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	case "send":
 		fs, _ := sendFlagSet(stdout)
 		fs.Usage()
+	case "queue":
+		queueUsage(stdout)
 	case "version":
 		fmt.Fprintln(stdout, "usage: sluice version")
 	default:

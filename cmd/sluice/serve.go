@@ -264,6 +264,18 @@ func queueOptions(s *settings, log *slog.Logger, reg prometheus.Registerer) []qu
 	if s.maxAge > 0 {
 		opts = append(opts, queue.WithMaxAge(s.maxAge))
 	}
+	if s.backoffFactor > 0 {
+		opts = append(opts, queue.WithBackoffFactor(s.backoffFactor))
+	}
+	if s.retryBudget > 0 {
+		opts = append(opts, queue.WithRetryBudget(s.retryBudget))
+	}
+	if s.restartSpread != nil {
+		opts = append(opts, queue.WithRestartSpread(*s.restartSpread))
+	}
+	if s.delayWarning > 0 {
+		opts = append(opts, queue.WithDelayWarning(s.delayWarning))
+	}
 	return opts
 }
 

@@ -1,0 +1,261 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/sluicemta/sluice/queue"
+)
+
+// queueFlags are the flags every queue subcommand takes.
+type queueFlags struct {
+	config, spool string
+	json          bool
+}
+
+func queueFlagSet(name string, out io.Writer) (*flag.FlagSet, *queueFlags) {
+	f := &queueFlags{}
+	fs := flag.NewFlagSet("queue "+name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&f.config, "config", "", "TOML configuration `file` (for its [queue] spool)")
+	fs.StringVar(&f.spool, "spool", "", "spool `directory` (default: the configuration's, else "+defaultSpool+")")
+	fs.BoolVar(&f.json, "json", false, "print JSON, one object per line")
+	return fs, f
+}
+
+// queueCommands are the subcommands of "sluice queue": each takes the
+// queue and the arguments left after the flags.
+var queueCommands = map[string]struct {
+	args, summary string
+	run           func(ctx context.Context, q *queue.Queue, f *queueFlags, args []string, out io.Writer) error
+}{
+	"list":    {"[filters]", "list queued messages, oldest first", nil}, // run set in runQueueList
+	"show":    {"ID", "show one message: envelope, recipients, attempts, last replies", queueShow},
+	"stats":   {"", "count messages by state and by recipient domain", queueStats},
+	"hold":    {"ID...", "stop trying messages until released", eachID((*queue.Queue).Hold, "held")},
+	"release": {"ID...", "make held messages due now", eachID((*queue.Queue).Release, "released")},
+	"delete":  {"ID...", "remove messages without notifying anyone", eachID((*queue.Queue).Delete, "deleted")},
+	"requeue": {"ID...", "make messages due now; the route is looked up again", eachID((*queue.Queue).Requeue, "requeued")},
+	"bounce":  {"ID...", "return messages to their senders at the next start", eachID((*queue.Queue).Bounce, "bounced")},
+	"flush":   {"", "make every deferred message due now (spread over the restart window)", queueFlush},
+}
+
+func queueUsage(w io.Writer) {
+	fmt.Fprint(w, `usage: sluice queue <command> [flags] [args]
+
+Inspect and manage the spool directly. The spool is locked by a running
+sluice serve: stop the daemon first.
+
+commands:
+`)
+	for _, name := range []string{"list", "show", "stats", "hold", "release", "delete", "requeue", "bounce", "flush"} {
+		c := queueCommands[name]
+		fmt.Fprintf(w, "  %-8s %-9s %s\n", name, c.args, c.summary)
+	}
+	fmt.Fprint(w, `
+flags (every command): --spool DIR, --config FILE, --json
+list filters: --domain D, --sender ADDR ("<>" for bounces), --state pending|deferred|held,
+              --older-than DUR, --newer-than DUR, --limit N, --after ID (the previous page's last id)
+`)
+}
+
+func runQueue(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		queueUsage(stderr)
+		return exitUsage
+	}
+	name, rest := args[0], args[1:]
+	if name == "help" || name == "-h" || name == "--help" {
+		queueUsage(stdout)
+		return exitOK
+	}
+	c, ok := queueCommands[name]
+	if !ok {
+		fmt.Fprintf(stderr, "sluice queue: unknown command %q\n", name)
+		queueUsage(stderr)
+		return exitUsage
+	}
+	fs, f := queueFlagSet(name, stderr)
+	var lo queue.ListOptions
+	var older, newer time.Duration
+	var state string
+	if name == "list" {
+		fs.StringVar(&lo.Domain, "domain", "", "only messages with a recipient at `domain`")
+		fs.StringVar(&lo.Sender, "sender", "", "only messages from `address`")
+		fs.StringVar(&state, "state", "", "only messages in `state`: pending, deferred, held or in-flight")
+		fs.DurationVar(&older, "older-than", 0, "only messages received at least `duration` ago")
+		fs.DurationVar(&newer, "newer-than", 0, "only messages received less than `duration` ago")
+		fs.IntVar(&lo.Limit, "limit", 100, "at most `n` messages")
+		fs.StringVar(&lo.After, "after", "", "continue after the message `id`")
+		c.run = func(ctx context.Context, q *queue.Queue, f *queueFlags, _ []string, out io.Writer) error {
+			lo.State, lo.OlderThan, lo.NewerThan = queue.State(state), older, newer
+			return queueList(ctx, q, f, lo, out)
+		}
+	}
+	if err := fs.Parse(rest); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	ids := fs.Args()
+	if wantIDs := strings.HasPrefix(c.args, "ID"); wantIDs != (len(ids) > 0) || (c.args == "ID" && len(ids) != 1) {
+		fmt.Fprintf(stderr, "usage: sluice queue %s [flags] %s\n", name, c.args)
+		return exitUsage
+	}
+	spool, err := queueSpool(f)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitUsage
+	}
+	q, err := queue.New(spool)
+	if err != nil {
+		fmt.Fprintf(stderr, "sluice queue: %v\n", err)
+		return exitFailure
+	}
+	err = c.run(ctx, q, f, ids, stdout)
+	if cerr := q.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "sluice queue %s: %v\n", name, err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+// queueSpool returns the spool directory: the flag's, else the
+// configuration file's, else the default.
+func queueSpool(f *queueFlags) (string, error) {
+	if f.spool != "" {
+		return f.spool, nil
+	}
+	if f.config != "" {
+		s, err := loadConfig(f.config)
+		if err != nil {
+			return "", err
+		}
+		if s.spool != "" {
+			return s.spool, nil
+		}
+	}
+	return defaultSpool, nil
+}
+
+func queueList(ctx context.Context, q *queue.Queue, f *queueFlags, o queue.ListOptions, out io.Writer) error {
+	page, err := q.List(ctx, o)
+	if err != nil {
+		return err
+	}
+	if f.json {
+		enc := json.NewEncoder(out)
+		for _, m := range page.Messages {
+			if err := enc.Encode(m); err != nil {
+				return err
+			}
+		}
+		return enc.Encode(map[string]any{"next": page.Next, "damaged": page.Damaged})
+	}
+	tw := tabwriter.NewWriter(out, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATE\tAGE\tSIZE\tRCPTS\tFROM\tLAST REPLY")
+	now := time.Now()
+	for _, m := range page.Messages {
+		from := m.From
+		if from == "" {
+			from = "<>"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d/%d\t%s\t%s\n", m.ID, m.State, now.Sub(m.Received).Round(time.Second),
+			m.Size, m.Undone, m.Recipients, from, clip(m.LastReply, 60))
+	}
+	tw.Flush()
+	if page.Damaged > 0 {
+		fmt.Fprintf(out, "%d damaged records skipped (quarantined when they come due)\n", page.Damaged)
+	}
+	if page.Next != "" {
+		fmt.Fprintf(out, "more: --after %s\n", page.Next)
+	}
+	return nil
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-3] + "..."
+}
+
+func queueShow(ctx context.Context, q *queue.Queue, f *queueFlags, args []string, out io.Writer) error {
+	info, err := q.Show(ctx, args[0])
+	if err != nil {
+		return err
+	}
+	if f.json {
+		return json.NewEncoder(out).Encode(info)
+	}
+	from := info.From
+	if from == "" {
+		from = "<>"
+	}
+	fmt.Fprintf(out, "id:        %s\nstate:     %s\nfrom:      %s\nreceived:  %s\nsize:      %d\nattempts:  %d\n",
+		info.ID, info.State, from, info.Received.Format(time.RFC3339), info.Size, info.Attempts)
+	if !info.LastTry.IsZero() {
+		fmt.Fprintf(out, "last try:  %s\n", info.LastTry.Format(time.RFC3339))
+	}
+	if !info.Next.IsZero() {
+		fmt.Fprintf(out, "next try:  %s\n", info.Next.Format(time.RFC3339))
+	}
+	if c := info.Envelope.Client; c.Addr.IsValid() {
+		fmt.Fprintf(out, "client:    %s (helo %s)\n", c.Addr, c.Helo)
+	}
+	tw := tabwriter.NewWriter(out, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nRECIPIENT\tSTATE\tATTEMPTS\tLAST REPLY")
+	for _, r := range info.Recipients {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", r.Address, r.State, r.Attempts, r.LastReply)
+	}
+	return tw.Flush()
+}
+
+func queueStats(_ context.Context, q *queue.Queue, f *queueFlags, _ []string, out io.Writer) error {
+	st := q.Stats()
+	if f.json {
+		return json.NewEncoder(out).Encode(st)
+	}
+	fmt.Fprintf(out, "pending %d  deferred %d  held %d  in-flight %d\n", st.Pending, st.Deferred, st.Held, st.InFlight)
+	tw := tabwriter.NewWriter(out, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nDOMAIN\tMESSAGES\tOLDEST")
+	for _, d := range st.Domains {
+		fmt.Fprintf(tw, "%s\t%d\t%s\n", d.Domain, d.Messages, time.Since(d.Oldest).Round(time.Second))
+	}
+	if st.OtherDomains > 0 {
+		fmt.Fprintf(tw, "(other)\t%d\t\n", st.OtherDomains)
+	}
+	return tw.Flush()
+}
+
+func queueFlush(ctx context.Context, q *queue.Queue, _ *queueFlags, _ []string, out io.Writer) error {
+	n, err := q.Flush(ctx)
+	fmt.Fprintf(out, "%d deferred messages made due\n", n)
+	return err
+}
+
+// eachID makes a subcommand that applies op to every id argument.
+func eachID(op func(*queue.Queue, context.Context, string) error, done string) func(context.Context, *queue.Queue, *queueFlags, []string, io.Writer) error {
+	return func(ctx context.Context, q *queue.Queue, _ *queueFlags, ids []string, out io.Writer) error {
+		var errs []error
+		for _, id := range ids {
+			if err := op(q, ctx, id); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			fmt.Fprintf(out, "%s %s\n", id, done)
+		}
+		return errors.Join(errs...)
+	}
+}

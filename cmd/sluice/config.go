@@ -187,7 +187,7 @@ func friendlyTypeError(msg string) string {
 	if m == nil {
 		return msg
 	}
-	want := map[string]string{"string": "a string", "int": "an integer", "*int": "an integer", "*int64": "an integer", "*float64": "a number", "[]string": "an array of strings"}[m[2]]
+	want := map[string]string{"string": "a string", "int": "an integer", "*int": "an integer", "*int64": "an integer", "*float64": "a number", "float64": "a number", "[]string": "an array of strings"}[m[2]]
 	if want == "" {
 		want = "another type"
 	}

@@ -102,6 +102,16 @@ func TestParseConfigErrors(t *testing.T) {
 			want: `sluice.toml:2: log.format: bad format "xml" (want json or text)`,
 		},
 		{
+			name: "retry budget out of range",
+			toml: "[queue]\nretry_budget = 1.5\n",
+			want: "sluice.toml:2: queue.retry_budget: 1.5 is out of range [0.01, 1]",
+		},
+		{
+			name: "backoff factor not a number",
+			toml: "[queue]\n\nbackoff_factor = \"2\"\n",
+			want: "sluice.toml:3: queue.backoff_factor: want a number, not a TOML string",
+		},
+		{
 			name: "dotted key at the root",
 			toml: "# comment\nqueue.max_age = \"soon\"\n",
 			want: `sluice.toml:2: queue.max_age: bad duration "soon"`,

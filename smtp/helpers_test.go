@@ -63,7 +63,7 @@ func (r *recorder) messages() []recorded {
 
 // startServer serves a new Server on 127.0.0.1:0 until the test ends and
 // returns its address.
-func startServer(t *testing.T, q smtp.Enqueuer, opts ...smtp.Option) (*smtp.Server, string) {
+func startServer(t testing.TB, q smtp.Enqueuer, opts ...smtp.Option) (*smtp.Server, string) {
 	t.Helper()
 	opts = append([]smtp.Option{smtp.WithHostname("mx.test")}, opts...)
 	s, err := smtp.New(q, opts...)
@@ -92,12 +92,12 @@ func startServer(t *testing.T, q smtp.Enqueuer, opts ...smtp.Option) (*smtp.Serv
 
 // client is a raw SMTP client for dialog tests.
 type client struct {
-	t  *testing.T
+	t  testing.TB
 	nc net.Conn
 	r  *bufio.Reader
 }
 
-func dial(t *testing.T, addr string) *client {
+func dial(t testing.TB, addr string) *client {
 	t.Helper()
 	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {

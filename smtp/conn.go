@@ -115,7 +115,11 @@ func (c *conn) Read(p []byte) (int, error) {
 			c.setReadDeadline(c.capped(time.Now().Add(c.srv.cfg.dataTimeout)))
 		}
 		n, err := c.Conn.Read(p)
-		if n > 0 || err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || !c.woken() {
+		if n > 0 || err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return n, err
+		}
+		if !c.woken() {
+			c.timedOut()
 			return n, err
 		}
 		// A wake-up from Shutdown, not a real timeout: restore the
@@ -138,6 +142,24 @@ func (c *conn) Write(p []byte) (int, error) {
 		c.setReadDeadline(c.capped(time.Now().Add(c.srv.cfg.handshakeTimeout)))
 	}
 	return c.Conn.Write(p)
+}
+
+// timedOut ends a connection whose command did not arrive in time. go-smtp
+// would answer 421 itself, but Go's textproto returns a partial line
+// without the error, so a client sending a byte per timeout would never be
+// timed out: the reply is sent and the connection closed here, and
+// whatever go-smtp makes of the partial line goes nowhere. Timeouts in
+// DATA are the session's to handle, and those before go-smtp's first
+// command (PROXY header, TLS handshake) the listener's.
+func (c *conn) timedOut() {
+	c.mu.Lock()
+	started := c.commands > 0
+	c.mu.Unlock()
+	if !started || c.state.Load() == stateData {
+		return
+	}
+	c.srv.log.Info("connection closed: timeout", "client", c.remote.Addr().String())
+	c.refuse(replyTimeout)
 }
 
 // woken reports whether a read deadline error came from wake rather than

@@ -146,6 +146,25 @@ func (c *client) expect(want string) []string {
 	return lines
 }
 
+// expectEventually reads replies until one starts with want (at most
+// five).
+func (c *client) expectEventually(want string) {
+	c.t.Helper()
+	var got []string
+	for range 5 {
+		lines, err := c.reply()
+		if err != nil {
+			c.t.Fatalf("reading replies, want %q: %v (got %q)", want, err, got)
+		}
+		last := lines[len(lines)-1]
+		if strings.HasPrefix(last, want) {
+			return
+		}
+		got = append(got, last)
+	}
+	c.t.Fatalf("replies %q, want one starting %q", got, want)
+}
+
 // step is one exchange of a dialog: a line to send (none if empty) and
 // the prefix of the reply expected (none if empty).
 type step struct{ send, expect string }

@@ -28,6 +28,7 @@ var (
 
 	// Session limits.
 	replyTooManyCommands = sluice.NewReply(421, sluice.EnhancedCode{4, 7, 0}, "too many commands without a mail transaction, closing connection")
+	replyTimeout         = sluice.NewReply(421, sluice.EnhancedCode{4, 4, 2}, "timeout, closing connection")
 	replyTooManyErrors   = sluice.NewReply(421, sluice.EnhancedCode{4, 7, 0}, "too many errors, closing connection")
 
 	// TLS and AUTH.

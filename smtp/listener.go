@@ -163,11 +163,14 @@ func (l *listener) prepare(c *conn) (net.Conn, error) {
 		return c, nil
 	}
 	tc := tls.Server(c, s.tls)
-	c.Conn.SetDeadline(c.capped(time.Now().Add(s.cfg.handshakeTimeout)))
+	d := c.capped(time.Now().Add(s.cfg.handshakeTimeout))
+	c.setReadDeadline(d)
+	c.Conn.SetWriteDeadline(d)
 	if err := tc.Handshake(); err != nil {
 		return nil, fmt.Errorf("smtp: TLS handshake: %w", err)
 	}
-	c.Conn.SetDeadline(time.Time{})
+	c.setReadDeadline(time.Time{})
+	c.Conn.SetWriteDeadline(time.Time{})
 	var outer net.Conn = tc
 	c.outer.Store(&outer)
 	// go-smtp sets deadlines once before its (finished) handshake.

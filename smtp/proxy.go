@@ -95,8 +95,8 @@ func parseProxyV1(line string) (proxyHeader, error) {
 	switch {
 	case f[1] != "TCP4" && f[1] != "TCP6":
 		return bad("unknown protocol " + strconv.Quote(f[1]))
-	case src.Zone() != "" || dst.Zone() != "":
-		return bad("address with a zone")
+	case src.String() != f[2] || dst.String() != f[3]:
+		return bad("address not in canonical form")
 	case src.Is4() != want4 || dst.Is4() != want4:
 		return bad("address family does not match " + f[1])
 	}

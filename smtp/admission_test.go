@@ -240,7 +240,7 @@ func TestBackpressure(t *testing.T) {
 
 func TestStressShortensTimeouts(t *testing.T) {
 	_, addr := startServer(t, &recorder{}, smtp.WithMaxConnections(10),
-		smtp.WithStress(2, 200*time.Millisecond), smtp.WithGreetingTimeout(time.Minute))
+		smtp.WithStressConnections(2), smtp.WithStressTimeout(200*time.Millisecond), smtp.WithGreetingTimeout(time.Minute))
 	a := dial(t, addr)
 	a.expect("220 ")
 	start := time.Now()

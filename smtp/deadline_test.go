@@ -152,7 +152,7 @@ func TestManyConnections(t *testing.T) {
 	}
 	reg := prometheus.NewRegistry()
 	_, addr := startServer(t, &recorder{}, smtp.WithMaxConnections(cap), smtp.WithRegisterer(reg),
-		smtp.WithStress(cap, time.Minute))
+		smtp.WithStressConnections(cap), smtp.WithStressTimeout(time.Minute))
 	base := openFiles(t)
 
 	conns := make([]net.Conn, cap)

@@ -228,14 +228,17 @@ func WithSessionTimeout(d time.Duration) Option { return func(c *config) { c.ses
 // Default: 30 seconds.
 func WithHandshakeTimeout(d time.Duration) Option { return func(c *config) { c.handshakeTimeout = d } }
 
-// WithStress sets stress mode, as Postfix's: while at least connections
-// connections are open, the greeting and command timeouts are cut to
-// timeout, so idle and slow clients make room for others. connections 0
-// means 80% of [WithMaxConnections].
-// Default: 0 (80% of the connection cap) and 10 seconds.
-func WithStress(connections int, timeout time.Duration) Option {
-	return func(c *config) { c.stressAt, c.stressTimeout = connections, timeout }
-}
+// WithStressConnections sets when stress mode starts, as Postfix's: while
+// at least n connections are open, the greeting and command timeouts are
+// cut to [WithStressTimeout], so idle and slow clients make room for
+// others. 0 means 80% of [WithMaxConnections].
+// Default: 0 (80% of the connection cap).
+func WithStressConnections(n int) Option { return func(c *config) { c.stressAt = n } }
+
+// WithStressTimeout sets the greeting and command timeout of stress mode
+// (see [WithStressConnections]).
+// Default: 10 seconds.
+func WithStressTimeout(d time.Duration) Option { return func(c *config) { c.stressTimeout = d } }
 
 // WithMaxConnections sets the most connections open at once, over all
 // listeners. Beyond it a new connection is answered 421 4.7.0 and closed

@@ -116,16 +116,24 @@ type sluiceProc struct {
 	waitErr  error         // set before done is closed
 	smtpAddr string
 	httpAddr string
+	extra    []string // the addresses of [[smtp.listener]], in order
 }
 
 // startSluice runs "sluice serve" on kernel-chosen ports with args added,
 // and returns once it has logged the addresses it listens on.
 func startSluice(t *testing.T, spool string, args ...string) *sluiceProc {
 	t.Helper()
+	return startSluiceWith(t, spool, "", args...)
+}
+
+// startSluiceWith is startSluice with extra TOML appended to the
+// configuration file.
+func startSluiceWith(t *testing.T, spool, extraConf string, args ...string) *sluiceProc {
+	t.Helper()
 	cfg := filepath.Join(t.TempDir(), "sluice.toml")
 	// Fast retries so a deferred message is tried again within the
 	// tests' deadlines.
-	conf := "[queue]\nretry_min = \"200ms\"\nretry_max = \"1s\"\nrestart_spread = \"100ms\"\n\n[delivery]\nconnect_timeout = \"5s\"\ncommand_timeout = \"10s\"\n"
+	conf := "[queue]\nretry_min = \"200ms\"\nretry_max = \"1s\"\nrestart_spread = \"100ms\"\n\n[delivery]\nconnect_timeout = \"5s\"\ncommand_timeout = \"10s\"\n" + extraConf
 	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -153,9 +161,12 @@ func startSluice(t *testing.T, spool string, args ...string) *sluiceProc {
 		default:
 		}
 		for _, l := range p.log.snapshot() {
-			var rec struct{ Msg, SMTP, HTTP string }
+			var rec struct {
+				Msg, SMTP, HTTP string
+				Extra           []string `json:"smtp_listeners"`
+			}
 			if json.Unmarshal([]byte(l), &rec) == nil && rec.Msg == "listening" {
-				p.smtpAddr, p.httpAddr = rec.SMTP, rec.HTTP
+				p.smtpAddr, p.httpAddr, p.extra = rec.SMTP, rec.HTTP, rec.Extra
 				return true
 			}
 		}

@@ -1,36 +1,22 @@
 package smtp
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sluicemta/sluice"
 )
 
-// listener tracks the connections it accepts, so that Shutdown and Close
-// can reach them.
-type listener struct {
-	net.Listener
-	srv *Server
-}
-
-func (l *listener) Accept() (net.Conn, error) {
-	nc, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	c := &conn{Conn: nc, srv: l.srv}
-	if !l.srv.addConn(c) {
-		nc.Close()
-		return nil, net.ErrClosed
-	}
-	return c, nil
-}
-
 // Transaction states of a connection, kept for Shutdown (which closes a
-// connection only between transactions) and for the DATA timeout.
+// connection only between transactions), the DATA timeout and the count
+// of commands outside transactions.
 const (
 	stateIdle int32 = iota // no transaction: between commands or before MAIL
 	stateMail              // MAIL accepted, collecting recipients
@@ -38,17 +24,54 @@ const (
 )
 
 // conn is the server side of one client connection. It sits under
-// go-smtp's Conn (and under TLS, when that is added), so it sees every read.
+// go-smtp's Conn and under TLS, so it sees every read, and every call of
+// go-smtp's to SetReadDeadline, which go-smtp makes before reading each
+// command line: that is where the per-command deadlines and counts are
+// applied.
 type conn struct {
 	net.Conn
 	srv   *Server
+	kind  Kind
+	start time.Time // when the connection was accepted
+	end   time.Time // start + the session timeout: no deadline goes beyond it
 	state atomic.Int32
 
-	mu       sync.Mutex // guards deadline
-	deadline time.Time  // the read deadline last asked for, not a wake-up
+	// remote is the client's address: the peer's, or the one a PROXY
+	// header gave. Set before go-smtp sees the connection.
+	remote     netip.AddrPort
+	remoteAddr net.Addr
+	trusted    bool // the client is in the trusted networks
+
+	// outer is the connection replies are written to: this one, or the
+	// TLS connection over it. tlsStarting is set once go-smtp answered
+	// STARTTLS: the outer connection is then unknown until the next EHLO.
+	outer       atomic.Pointer[net.Conn]
+	tlsStarting atomic.Bool
+
+	mu           sync.Mutex // guards deadline, commands, idleCommands, skipDeadline
+	deadline     time.Time  // the read deadline last set, not a wake-up
+	commands     int        // command lines read (or about to be)
+	idle         int        // commands outside a transaction since the last MAIL
+	skipDeadline int        // SetReadDeadline calls of go-smtp that precede no command
+
+	errors int // refused commands; touched only by the session's goroutine
+
+	relMu   sync.Mutex // guards release and closed
+	release func()     // frees the client's admission slot
+	closed  bool
 
 	closeOnce sync.Once
 	closeErr  error
+}
+
+func newConn(nc net.Conn, s *Server, kind Kind) *conn {
+	now := time.Now()
+	c := &conn{Conn: nc, srv: s, kind: kind, start: now, end: now.Add(s.cfg.sessionTimeout)}
+	c.remote = remoteAddr(nc)
+	c.remoteAddr = nc.RemoteAddr()
+	var outer net.Conn = c
+	c.outer.Store(&outer)
+	return c
 }
 
 // errDraining is what a read returns when the server is shutting down and
@@ -63,14 +86,23 @@ func (drainError) Timeout() bool   { return true }
 func (drainError) Temporary() bool { return true }
 
 func (c *conn) setState(s int32) {
-	if c != nil {
-		c.state.Store(s)
+	if c == nil {
+		return
+	}
+	c.state.Store(s)
+	if s == stateMail {
+		c.mu.Lock()
+		c.idle = 0
+		c.mu.Unlock()
 	}
 }
 
 func (c *conn) draining() bool {
 	return c.srv.shutdown.Load() && c.state.Load() == stateIdle
 }
+
+// RemoteAddr is the client's address, after the PROXY header if any.
+func (c *conn) RemoteAddr() net.Addr { return c.remoteAddr }
 
 // Read applies the DATA idle timeout and ends the session at the first
 // read between transactions once the server is shutting down.
@@ -80,10 +112,14 @@ func (c *conn) Read(p []byte) (int, error) {
 			return 0, errDraining
 		}
 		if c.state.Load() == stateData {
-			c.SetReadDeadline(time.Now().Add(c.srv.cfg.dataTimeout))
+			c.setReadDeadline(c.capped(time.Now().Add(c.srv.cfg.dataTimeout)))
 		}
 		n, err := c.Conn.Read(p)
-		if n > 0 || err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || !c.woken() {
+		if n > 0 || err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return n, err
+		}
+		if !c.woken() {
+			c.timedOut()
 			return n, err
 		}
 		// A wake-up from Shutdown, not a real timeout: restore the
@@ -97,6 +133,35 @@ func (c *conn) Read(p []byte) (int, error) {
 	}
 }
 
+// Write notices go-smtp's reply to STARTTLS (a 220 after the greeting, on
+// a connection not yet encrypted) and gives the handshake that follows
+// its own deadline.
+func (c *conn) Write(p []byte) (int, error) {
+	if c.kind != KindSubmissions && !c.tlsStarting.Load() && bytes.HasPrefix(p, []byte("220 2.0.0 ")) {
+		c.tlsStarting.Store(true)
+		c.setReadDeadline(c.capped(time.Now().Add(c.srv.cfg.handshakeTimeout)))
+	}
+	return c.Conn.Write(p)
+}
+
+// timedOut ends a connection whose command did not arrive in time. go-smtp
+// would answer 421 itself, but Go's textproto returns a partial line
+// without the error, so a client sending a byte per timeout would never be
+// timed out: the reply is sent and the connection closed here, and
+// whatever go-smtp makes of the partial line goes nowhere. Timeouts in
+// DATA are the session's to handle, and those before go-smtp's first
+// command (PROXY header, TLS handshake) the listener's.
+func (c *conn) timedOut() {
+	c.mu.Lock()
+	started := c.commands > 0
+	c.mu.Unlock()
+	if !started || c.state.Load() == stateData {
+		return
+	}
+	c.srv.log.Info("connection closed: timeout", "client", c.remote.Addr().String())
+	c.refuse(replyTimeout)
+}
+
 // woken reports whether a read deadline error came from wake rather than
 // from the deadline go-smtp or the DATA timeout set.
 func (c *conn) woken() bool {
@@ -108,23 +173,114 @@ func (c *conn) woken() bool {
 // wake interrupts a read in progress so that Read sees the shutdown.
 func (c *conn) wake() { c.Conn.SetReadDeadline(time.Now()) }
 
-func (c *conn) SetReadDeadline(t time.Time) error {
+// capped cuts t to the end of the session.
+func (c *conn) capped(t time.Time) time.Time {
+	if t.IsZero() || t.After(c.end) {
+		return c.end
+	}
+	return t
+}
+
+func (c *conn) setReadDeadline(t time.Time) error {
 	c.mu.Lock()
 	c.deadline = t
 	c.mu.Unlock()
 	return c.Conn.SetReadDeadline(t)
 }
 
+// SetReadDeadline is called by go-smtp before it reads each command line
+// (with its own ReadTimeout, ignored here): it counts the command, refuses
+// one too many outside a transaction, and sets the deadline of the
+// greeting or of a command, shorter under stress, never past the end of
+// the session.
+func (c *conn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	if c.skipDeadline > 0 {
+		c.skipDeadline--
+		c.mu.Unlock()
+		return c.setReadDeadline(c.capped(t))
+	}
+	c.commands++
+	first := c.commands == 1
+	over := false
+	if c.state.Load() == stateIdle {
+		c.idle++
+		over = c.idle > c.srv.cfg.maxIdleCommands
+	}
+	c.mu.Unlock()
+	if over {
+		c.srv.log.Info("connection closed: too many commands without a transaction",
+			"client", c.remote.Addr().String())
+		c.refuse(replyTooManyCommands)
+		return net.ErrClosed
+	}
+	d := c.srv.cfg.commandTimeout
+	if first {
+		d = c.srv.cfg.greetingTimeout
+	}
+	if c.srv.stressed() {
+		d = min(d, c.srv.cfg.stressTimeout)
+	}
+	return c.setReadDeadline(c.capped(time.Now().Add(d)))
+}
+
 func (c *conn) SetDeadline(t time.Time) error {
 	c.mu.Lock()
-	c.deadline = t
+	c.deadline = c.capped(t)
 	c.mu.Unlock()
-	return c.Conn.SetDeadline(t)
+	return c.Conn.SetDeadline(c.capped(t))
+}
+
+// refuse writes reply to the client, if the connection it must go through
+// is known, and closes the connection.
+func (c *conn) refuse(replies ...*sluice.Reply) {
+	if !c.tlsStarting.Load() {
+		writeReplies(*c.outer.Load(), c.srv.cfg.writeTimeout, replies...)
+	}
+	c.Close()
+}
+
+// setOuter records the connection go-smtp writes to (TLS or not) once a
+// session starts.
+func (c *conn) setOuter(nc net.Conn) {
+	c.outer.Store(&nc)
+	c.tlsStarting.Store(false)
+}
+
+func writeReplies(nc net.Conn, timeout time.Duration, replies ...*sluice.Reply) {
+	var b bytes.Buffer
+	for _, r := range replies {
+		b.WriteString(r.Error())
+		b.WriteString("\r\n")
+	}
+	nc.SetWriteDeadline(time.Now().Add(timeout))
+	io.Copy(nc, &b)
+}
+
+// setRelease records how to free the connection's admission slot, or
+// frees it at once if the connection is already closed.
+func (c *conn) setRelease(f func()) {
+	c.relMu.Lock()
+	closed := c.closed
+	if !closed {
+		c.release = f
+	}
+	c.relMu.Unlock()
+	if closed {
+		f()
+	}
 }
 
 func (c *conn) Close() error {
 	c.closeOnce.Do(func() {
 		c.closeErr = c.Conn.Close()
+		c.relMu.Lock()
+		c.closed = true
+		release := c.release
+		c.relMu.Unlock()
+		if release != nil {
+			release()
+		}
 		c.srv.removeConn(c)
 	})
 	return c.closeErr

@@ -32,12 +32,12 @@ func (s *session) Data(r io.Reader) (err error) {
 	now := time.Now()
 	env := s.env.Clone()
 	env.Received = now
-	env.Client = sluice.ClientInfo{Addr: s.addr, Helo: s.c.Hostname()}
+	env.Client = sluice.ClientInfo{Addr: s.addr, Helo: s.c.Hostname(), AuthUser: s.authUser}
 	if _, ok := s.c.TLSConnectionState(); ok {
 		env.Client.TLS = true
 	}
 	received := receivedHeader(env, s.srv.cfg.hostname, now)
-	body := &dataReader{r: r}
+	body := &dataReader{r: newStrictReader(r, s.srv.cfg.maxLineLength, s.srv.cfg.maxHops)}
 
 	var reply *sluice.Reply
 	if s.srv.cfg.filters.Len() == 0 {
@@ -45,10 +45,18 @@ func (s *session) Data(r io.Reader) (err error) {
 	} else {
 		reply = s.filterAndEnqueue(env, body, received)
 	}
-	if body.err != nil && !errors.Is(body.err, gosmtp.ErrDataTooLarge) {
+	var content *contentError
+	if body.err != nil && !errors.Is(body.err, gosmtp.ErrDataTooLarge) && !errors.As(body.err, &content) {
 		// The end of the data was never seen: what the client sends next
 		// is message text, not commands. End the session.
 		return s.closeWith(replyReadFailed)
+	}
+	if content != nil && content.closes {
+		s.tc.errors++
+		return s.closeWith(reply)
+	}
+	if !reply.Positive() {
+		return s.countError(reply)
 	}
 	return toSMTPError(reply)
 }
@@ -75,9 +83,12 @@ func (s *session) enqueue(env *sluice.Envelope, data *dataReader, msg io.Reader)
 // client: the reply carried by err if any, never the internal error text.
 func (s *session) failed(env *sluice.Envelope, data *dataReader, err error) *sluice.Reply {
 	var reply *sluice.Reply
+	var content *contentError
 	switch {
 	case errors.Is(data.err, gosmtp.ErrDataTooLarge):
 		reply = replyTooLarge
+	case errors.As(data.err, &content):
+		reply = content.reply
 	case data.err != nil:
 		reply = replyReadFailed // the client went away or timed out
 		err = fmt.Errorf("smtp: read message: %w", data.err)

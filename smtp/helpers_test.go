@@ -63,7 +63,7 @@ func (r *recorder) messages() []recorded {
 
 // startServer serves a new Server on 127.0.0.1:0 until the test ends and
 // returns its address.
-func startServer(t *testing.T, q smtp.Enqueuer, opts ...smtp.Option) (*smtp.Server, string) {
+func startServer(t testing.TB, q smtp.Enqueuer, opts ...smtp.Option) (*smtp.Server, string) {
 	t.Helper()
 	opts = append([]smtp.Option{smtp.WithHostname("mx.test")}, opts...)
 	s, err := smtp.New(q, opts...)
@@ -92,12 +92,12 @@ func startServer(t *testing.T, q smtp.Enqueuer, opts ...smtp.Option) (*smtp.Serv
 
 // client is a raw SMTP client for dialog tests.
 type client struct {
-	t  *testing.T
+	t  testing.TB
 	nc net.Conn
 	r  *bufio.Reader
 }
 
-func dial(t *testing.T, addr string) *client {
+func dial(t testing.TB, addr string) *client {
 	t.Helper()
 	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
@@ -144,6 +144,25 @@ func (c *client) expect(want string) []string {
 		c.t.Fatalf("reply %q, want %q", last, want)
 	}
 	return lines
+}
+
+// expectEventually reads replies until one starts with want (at most
+// five).
+func (c *client) expectEventually(want string) {
+	c.t.Helper()
+	var got []string
+	for range 5 {
+		lines, err := c.reply()
+		if err != nil {
+			c.t.Fatalf("reading replies, want %q: %v (got %q)", want, err, got)
+		}
+		last := lines[len(lines)-1]
+		if strings.HasPrefix(last, want) {
+			return
+		}
+		got = append(got, last)
+	}
+	c.t.Fatalf("replies %q, want one starting %q", got, want)
 }
 
 // step is one exchange of a dialog: a line to send (none if empty) and

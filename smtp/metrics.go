@@ -15,12 +15,21 @@ const (
 	resultDeferred  = "deferred"  // 4xx to DATA
 )
 
+// Reasons a connection was refused, the values of the reason label of
+// sluice_smtp_refused_connections_total.
+const (
+	reasonConnections = "connections" // the server's connection cap
+	reasonClient      = "client"      // the client's connection cap or rate
+	reasonGate        = "gate"        // the health gate
+)
+
 // metrics are the server's Prometheus collectors; nil when no Registerer
 // was given, and every method is then a no-op.
 type metrics struct {
 	connections prometheus.Counter
 	sessions    prometheus.Gauge
 	messages    *prometheus.CounterVec
+	refusals    *prometheus.CounterVec
 }
 
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
@@ -40,14 +49,21 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Name: "sluice_smtp_messages_total",
 			Help: "Messages received by result (queued, discarded, rejected, deferred).",
 		}, []string{"result"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_smtp_refused_connections_total",
+			Help: "Connections refused at the door by reason (connections, client, gate).",
+		}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.connections, m.sessions, m.messages} {
+	for _, c := range []prometheus.Collector{m.connections, m.sessions, m.messages, m.refusals} {
 		if err := r.Register(c); err != nil {
 			return nil, fmt.Errorf("smtp: register metrics: %w", err)
 		}
 	}
 	for _, res := range []string{resultQueued, resultDiscarded, resultRejected, resultDeferred} {
 		m.messages.WithLabelValues(res)
+	}
+	for _, r := range []string{reasonConnections, reasonClient, reasonGate} {
+		m.refusals.WithLabelValues(r)
 	}
 	return m, nil
 }
@@ -68,5 +84,11 @@ func (m *metrics) connClosed() {
 func (m *metrics) message(result string) {
 	if m != nil {
 		m.messages.WithLabelValues(result).Inc()
+	}
+}
+
+func (m *metrics) refused(reason string) {
+	if m != nil {
+		m.refusals.WithLabelValues(reason).Inc()
 	}
 }

@@ -1,6 +1,7 @@
 package smtp
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
 	"github.com/sluicemta/sluice"
 	"github.com/sluicemta/sluice/filter"
@@ -32,6 +34,37 @@ type config struct {
 	logger          *slog.Logger
 	registerer      prometheus.Registerer
 	smtputf8        bool
+
+	// Limits of one session.
+	maxLineLength   int
+	maxHops         int
+	maxErrors       int
+	maxIdleCommands int
+
+	// Deadlines other than the command, DATA and write ones.
+	greetingTimeout  time.Duration
+	sessionTimeout   time.Duration
+	handshakeTimeout time.Duration
+	stressTimeout    time.Duration
+	stressAt         int // open connections that start stress mode; 0: 80% of maxConns
+
+	// Admission.
+	maxConns      int
+	maxConnsPerIP int
+	connRate      rate.Limit
+	connBurst     int
+	msgRate       rate.Limit
+	msgBurst      int
+	authFailures  int
+	authWindow    time.Duration
+	gauges        []gaugeSpec
+	gateInterval  time.Duration
+	proxyNetworks []netip.Prefix
+
+	// TLS and AUTH.
+	certFile, keyFile string
+	tlsConfig         *tls.Config
+	auth              Authenticator
 }
 
 // defaultConfig holds every default of the package; the WithX docs repeat
@@ -55,6 +88,26 @@ func defaultConfig() config {
 		tempDir:         os.TempDir(),
 		logger:          slog.New(slog.DiscardHandler),
 		smtputf8:        true,
+
+		maxLineLength:   998,
+		maxHops:         50,
+		maxErrors:       10,
+		maxIdleCommands: 25,
+
+		greetingTimeout:  30 * time.Second,
+		sessionTimeout:   30 * time.Minute,
+		handshakeTimeout: 30 * time.Second,
+		stressTimeout:    10 * time.Second,
+
+		maxConns:      1000,
+		maxConnsPerIP: 20,
+		connRate:      1,
+		connBurst:     30,
+		msgRate:       5,
+		msgBurst:      100,
+		authFailures:  5,
+		authWindow:    10 * time.Minute,
+		gateInterval:  time.Second,
 	}
 }
 
@@ -133,6 +186,150 @@ func WithRegisterer(r prometheus.Registerer) Option { return func(c *config) { c
 // Default: true.
 func WithSMTPUTF8(on bool) Option { return func(c *config) { c.smtputf8 = on } }
 
+// WithMaxLineLength sets the longest line of message data, in octets
+// without the CRLF; a longer line gets 550 5.6.0. Command lines may be
+// somewhat longer (go-smtp's own limit, at least 2000 octets), beyond which
+// the connection is closed with 500 5.4.0.
+// Default: 998 (RFC 5322 section 2.1.1).
+func WithMaxLineLength(n int) Option { return func(c *config) { c.maxLineLength = n } }
+
+// WithMaxHops sets how many Received header fields a message may carry
+// before it is refused as a mail loop with 554 5.4.6 (RFC 5321 section
+// 6.3). Default: 50.
+func WithMaxHops(n int) Option { return func(c *config) { c.maxHops = n } }
+
+// WithMaxErrors sets how many commands of a connection may be refused (bad
+// address syntax, relay denied, failed AUTH, refused message) before the
+// server answers 421 4.7.0 and closes it, which slows down address
+// harvesting and password guessing. go-smtp also closes a connection after
+// its fourth unknown or malformed command.
+// Default: 10.
+func WithMaxErrors(n int) Option { return func(c *config) { c.maxErrors = n } }
+
+// WithMaxCommandsWithoutMail sets how many commands a client may send
+// outside a mail transaction (before MAIL, or between transactions: EHLO,
+// NOOP, RSET, VRFY, AUTH, STARTTLS...) before the server answers 421 4.7.0
+// and closes the connection. MAIL resets the count.
+// Default: 25.
+func WithMaxCommandsWithoutMail(n int) Option { return func(c *config) { c.maxIdleCommands = n } }
+
+// WithGreetingTimeout sets how long a new client has to send its first
+// command after the greeting.
+// Default: 30 seconds.
+func WithGreetingTimeout(d time.Duration) Option { return func(c *config) { c.greetingTimeout = d } }
+
+// WithSessionTimeout sets the longest life of a connection, whatever it
+// does; every other deadline is cut to end by then.
+// Default: 30 minutes.
+func WithSessionTimeout(d time.Duration) Option { return func(c *config) { c.sessionTimeout = d } }
+
+// WithHandshakeTimeout bounds the TLS handshake (implicit TLS and
+// STARTTLS) and the wait for the PROXY protocol header.
+// Default: 30 seconds.
+func WithHandshakeTimeout(d time.Duration) Option { return func(c *config) { c.handshakeTimeout = d } }
+
+// WithStressConnections sets when stress mode starts, as Postfix's: while
+// at least n connections are open, the greeting and command timeouts are
+// cut to [WithStressTimeout], so idle and slow clients make room for
+// others. 0 means 80% of [WithMaxConnections].
+// Default: 0 (80% of the connection cap).
+func WithStressConnections(n int) Option { return func(c *config) { c.stressAt = n } }
+
+// WithStressTimeout sets the greeting and command timeout of stress mode
+// (see [WithStressConnections]).
+// Default: 10 seconds.
+func WithStressTimeout(d time.Duration) Option { return func(c *config) { c.stressTimeout = d } }
+
+// WithMaxConnections sets the most connections open at once, over all
+// listeners. Beyond it a new connection is answered 421 4.7.0 and closed
+// at once (on an implicit-TLS listener it is closed without a reply, since
+// the reply would need the TLS handshake the cap is there to avoid).
+// Default: 1000.
+func WithMaxConnections(n int) Option { return func(c *config) { c.maxConns = n } }
+
+// WithMaxConnectionsPerIP sets the most connections open at once from one
+// client (one IPv4 address or one IPv6 /64) outside the trusted networks;
+// beyond it, 421 4.7.0. Default: 20.
+func WithMaxConnectionsPerIP(n int) Option { return func(c *config) { c.maxConnsPerIP = n } }
+
+// WithConnectionRate limits new connections per second from one client
+// (one IPv4 address or IPv6 /64) outside the trusted networks, with bursts
+// of burst; beyond it, 421 4.7.0. rate.Inf turns the limit off.
+// Default: 1 per second, bursts of 30.
+func WithConnectionRate(r rate.Limit, burst int) Option {
+	return func(c *config) { c.connRate, c.connBurst = r, burst }
+}
+
+// WithMessageRate limits transactions (MAIL commands) per second from one
+// client outside the trusted networks, with bursts of burst; beyond it,
+// 451 4.7.1. rate.Inf turns the limit off.
+// Default: 5 per second, bursts of 100.
+func WithMessageRate(r rate.Limit, burst int) Option {
+	return func(c *config) { c.msgRate, c.msgBurst = r, burst }
+}
+
+// WithAuthFailureLimit sets how many failed AUTH attempts one client may
+// make per window; once they are spent, AUTH is answered 454 4.7.0
+// without checking the credentials until the budget refills.
+// Default: 5 per 10 minutes.
+func WithAuthFailureLimit(n int, window time.Duration) Option {
+	return func(c *config) { c.authFailures, c.authWindow = n, window }
+}
+
+// WithGate adds a gauge to the health gate. When the gauge's value
+// reaches high, new connections get 421 4.3.2 and new transactions 451
+// 4.3.1 while transactions in progress finish; the gate opens again only
+// when the value is back to low or under (hysteresis, so it does not
+// flap). Gauges are sampled at most once per [WithGateInterval].
+// Default: no gauges (the gate is always open).
+func WithGate(name string, g Gauge, high, low float64) Option {
+	return func(c *config) { c.gauges = append(c.gauges, gaugeSpec{name: name, g: g, high: high, low: low}) }
+}
+
+// WithGateInterval sets how often the gate's gauges are sampled, at most;
+// they are sampled when a connection or a transaction starts.
+// Default: 1 second.
+func WithGateInterval(d time.Duration) Option { return func(c *config) { c.gateInterval = d } }
+
+// WithProxyNetworks sets the networks of the load balancers that send the
+// PROXY protocol header (version 1 or 2). A connection from them must
+// start with one, and the client address it gives is then the client's
+// address for every policy; a connection from them without a valid header
+// is logged and closed. Connections from elsewhere are never read for a
+// header.
+// Default: none.
+func WithProxyNetworks(prefixes ...netip.Prefix) Option {
+	p := append([]netip.Prefix{}, prefixes...)
+	return func(c *config) { c.proxyNetworks = p }
+}
+
+// WithCertificate sets the certificate and key files (PEM) of STARTTLS and
+// of implicit-TLS listeners. They are loaded by New and again by
+// [Server.ReloadCertificate].
+// Default: none (no STARTTLS, and implicit-TLS listeners are refused).
+func WithCertificate(certFile, keyFile string) Option {
+	return func(c *config) { c.certFile, c.keyFile = certFile, keyFile }
+}
+
+// WithTLSConfig sets the TLS settings (versions, ciphers, client
+// certificates...) used with the certificate of [WithCertificate]; the
+// server keeps a copy. Without WithCertificate, cfg must hold the
+// certificates itself.
+// Default: Go's defaults, TLS 1.2 at least.
+func WithTLSConfig(cfg *tls.Config) Option {
+	var cp *tls.Config
+	if cfg != nil {
+		cp = cfg.Clone()
+	}
+	return func(c *config) { c.tlsConfig = cp }
+}
+
+// WithAuthenticator sets who checks the credentials of AUTH PLAIN and AUTH
+// LOGIN, offered only over TLS. Authenticated sessions may relay to any
+// domain; submission listeners require AUTH before MAIL.
+// Default: none (no AUTH; submission listeners are refused).
+func WithAuthenticator(a Authenticator) Option { return func(c *config) { c.auth = a } }
+
 // validate checks c and normalises it (lower-cased local domains, masked
 // prefixes).
 func (c *config) validate() error {
@@ -147,6 +344,37 @@ func (c *config) validate() error {
 		return errors.New("smtp: timeouts must be positive")
 	case c.logger == nil:
 		return errors.New("smtp: nil logger")
+	case c.maxLineLength < 78:
+		return fmt.Errorf("smtp: max line length %d must be at least 78", c.maxLineLength)
+	case c.maxHops <= 0 || c.maxErrors <= 0 || c.maxIdleCommands <= 0:
+		return errors.New("smtp: max hops, max errors and max commands without mail must be positive")
+	case c.greetingTimeout <= 0 || c.sessionTimeout <= 0 || c.handshakeTimeout <= 0 || c.stressTimeout <= 0:
+		return errors.New("smtp: timeouts must be positive")
+	case c.maxConns <= 0 || c.maxConnsPerIP <= 0 || c.stressAt < 0:
+		return errors.New("smtp: connection limits must be positive")
+	case c.connRate <= 0 || c.msgRate <= 0 || c.connBurst <= 0 || c.msgBurst <= 0:
+		return errors.New("smtp: connection and message rates and bursts must be positive (rate.Inf for no limit)")
+	case c.authFailures <= 0 || c.authWindow <= 0:
+		return errors.New("smtp: auth failure limit and window must be positive")
+	case c.gateInterval <= 0:
+		return errors.New("smtp: gate interval must be positive")
+	}
+	if c.stressAt == 0 {
+		c.stressAt = max(1, c.maxConns*4/5)
+	}
+	for _, g := range c.gauges {
+		if err := g.check(); err != nil {
+			return err
+		}
+	}
+	for i, p := range c.proxyNetworks {
+		if !p.IsValid() {
+			return fmt.Errorf("smtp: proxy network %v is not a valid prefix", p)
+		}
+		c.proxyNetworks[i] = p.Masked()
+	}
+	if (c.certFile == "") != (c.keyFile == "") {
+		return errors.New("smtp: certificate: give both the certificate and the key file")
 	}
 	for i, p := range c.trusted {
 		if !p.IsValid() {

@@ -17,6 +17,26 @@ var (
 	replyShutdown     = sluice.NewReply(421, sluice.EnhancedCode{4, 3, 2}, "service shutting down, please try again later")
 	replyReadFailed   = sluice.NewReply(421, sluice.EnhancedCode{4, 4, 2}, "error reading message, closing connection")
 	replyPanic        = sluice.NewReply(421, sluice.EnhancedCode{4, 3, 0}, "internal error, closing connection")
+
+	// Admission.
+	replyTooManyConns  = sluice.NewReply(421, sluice.EnhancedCode{4, 7, 0}, "too many connections, try again later")
+	replyTooManyFromIP = sluice.NewReply(421, sluice.EnhancedCode{4, 7, 0}, "too many connections from your address, try again later")
+	replyConnRate      = sluice.NewReply(421, sluice.EnhancedCode{4, 7, 0}, "too many connections from your address recently, try again later")
+	replyMsgRate       = sluice.NewReply(451, sluice.EnhancedCode{4, 7, 1}, "too many messages from your address recently, try again later")
+	replyGateSession   = sluice.NewReply(421, sluice.EnhancedCode{4, 3, 2}, "system not accepting network messages, try again later")
+	replyGateMail      = sluice.NewReply(451, sluice.EnhancedCode{4, 3, 1}, "mail system full, try again later")
+
+	// Session limits.
+	replyTooManyCommands = sluice.NewReply(421, sluice.EnhancedCode{4, 7, 0}, "too many commands without a mail transaction, closing connection")
+	replyTimeout         = sluice.NewReply(421, sluice.EnhancedCode{4, 4, 2}, "timeout, closing connection")
+	replyTooManyErrors   = sluice.NewReply(421, sluice.EnhancedCode{4, 7, 0}, "too many errors, closing connection")
+
+	// TLS and AUTH.
+	replyTLSRequired   = sluice.NewReply(530, sluice.EnhancedCode{5, 7, 0}, "must issue a STARTTLS command first")
+	replyAuthRequired  = sluice.NewReply(530, sluice.EnhancedCode{5, 7, 0}, "authentication required")
+	replyAuthFailed    = sluice.NewReply(535, sluice.EnhancedCode{5, 7, 8}, "authentication credentials invalid")
+	replyAuthTemp      = sluice.NewReply(454, sluice.EnhancedCode{4, 7, 0}, "temporary authentication failure, try again later")
+	replyAuthThrottled = sluice.NewReply(454, sluice.EnhancedCode{4, 7, 0}, "too many failed authentication attempts, try again later")
 )
 
 func replyRelayDenied(addr string) *sluice.Reply {

@@ -2,11 +2,13 @@ package smtp
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 
@@ -37,8 +39,11 @@ type Server struct {
 	q       Enqueuer
 	log     *slog.Logger
 	metrics *metrics
-	proto   *gosmtp.Server
 	local   map[string]bool // the local domains, lower-cased
+	gate    *gate
+	clients *clients
+	cert    *certificate // nil without WithCertificate
+	tls     *tls.Config  // nil without a certificate
 
 	// ctx is the parent of every session's context; Close cancels it, so
 	// an Enqueue or filter still running is abandoned.
@@ -51,6 +56,9 @@ type Server struct {
 	listeners map[*listener]struct{}
 	conns     map[*conn]struct{}
 	drained   chan struct{} // closed when conns becomes empty after Shutdown
+	open      atomic.Int64  // len(conns), read without the lock
+
+	wg sync.WaitGroup // the goroutines admitting connections
 }
 
 // New returns a server that queues accepted mail with q. It validates the
@@ -70,41 +78,68 @@ func New(q Enqueuer, opts ...Option) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	log := cfg.logger.With(slog.String("component", "smtp"))
 	s := &Server{
 		cfg:       cfg,
 		q:         q,
-		log:       cfg.logger.With(slog.String("component", "smtp")),
+		log:       log,
 		metrics:   m,
 		local:     make(map[string]bool, len(cfg.localDomains)),
+		gate:      newGate(cfg.gauges, cfg.gateInterval, log),
 		listeners: make(map[*listener]struct{}),
 		conns:     make(map[*conn]struct{}),
 	}
+	s.clients = newClients(&s.cfg)
 	for _, d := range cfg.localDomains {
 		s.local[d] = true
 	}
+	if cfg.certFile != "" {
+		s.cert = &certificate{certFile: cfg.certFile, keyFile: cfg.keyFile}
+		if err := s.cert.load(); err != nil {
+			return nil, err
+		}
+	}
+	s.tls = newTLSConfig(&s.cfg, s.cert)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.proto = s.newProtocol()
 	return s, nil
 }
 
-// newProtocol configures the go-smtp server that speaks the protocol.
-func (s *Server) newProtocol() *gosmtp.Server {
-	p := gosmtp.NewServer(backend{s})
+// newProtocol configures the go-smtp server that speaks the protocol on
+// one listener.
+func (s *Server) newProtocol(kind Kind) *gosmtp.Server {
+	p := gosmtp.NewServer(backend{s, kind})
 	p.Domain = s.cfg.hostname
 	p.MaxMessageBytes = s.cfg.maxMessageBytes
 	p.MaxRecipients = s.cfg.maxRecipients
+	// go-smtp's limit on raw lines, commands and data alike, closes the
+	// connection; it is kept above ours on message lines, which gets a
+	// proper reply (strictReader).
+	p.MaxLineLength = max(2000, s.cfg.maxLineLength+1000)
+	// Not zero, so go-smtp sets a read deadline before each command; conn
+	// replaces it with ours.
 	p.ReadTimeout = s.cfg.commandTimeout
 	p.WriteTimeout = s.cfg.writeTimeout
 	p.EnableSMTPUTF8 = s.cfg.smtputf8
 	p.EnableDSN = true
+	p.TLSConfig = s.tls
 	p.ErrorLog = errorLog{s.log}
 	return p
 }
 
-// Serve accepts connections on l and serves each in its own goroutine
-// until Shutdown or Close, then returns ErrServerClosed. Serve closes l.
-func (s *Server) Serve(l net.Listener) error {
-	tl := &listener{Listener: l, srv: s}
+// Serve accepts connections on l as a [KindSMTP] listener (port 25) until
+// Shutdown or Close, then returns ErrServerClosed. Serve closes l.
+func (s *Server) Serve(l net.Listener) error { return s.ServeKind(l, KindSMTP) }
+
+// ServeKind accepts connections on l as a listener of the given kind until
+// Shutdown or Close, then returns ErrServerClosed. A server may serve
+// several listeners at once. Submission kinds need [WithCertificate] (or
+// [WithTLSConfig]) and [WithAuthenticator]. ServeKind closes l.
+func (s *Server) ServeKind(l net.Listener, kind Kind) error {
+	if err := s.checkKind(kind); err != nil {
+		l.Close()
+		return err
+	}
+	tl := &listener{Listener: l, srv: s, kind: kind, handoff: make(chan net.Conn), done: make(chan struct{})}
 	s.mu.Lock()
 	if s.shutdown.Load() {
 		s.mu.Unlock()
@@ -113,19 +148,35 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 	s.listeners[tl] = struct{}{}
 	s.mu.Unlock()
-	defer func() {
-		s.removeListener(tl)
-		l.Close()
-	}()
 
-	err := s.proto.Serve(tl)
+	proto := s.newProtocol(kind)
+	protoDone := make(chan struct{})
+	go func() {
+		defer close(protoDone)
+		proto.Serve(tl)
+	}()
+	err := tl.acceptLoop()
+	tl.stop()
+	<-protoDone
+	s.removeListener(tl)
+	l.Close()
 	if s.shutdown.Load() {
 		return ErrServerClosed
 	}
-	if err == nil {
-		err = net.ErrClosed
-	}
 	return fmt.Errorf("smtp: serve %s: %w", l.Addr(), err)
+}
+
+func (s *Server) checkKind(kind Kind) error {
+	switch kind {
+	case KindSMTP:
+		return nil
+	case KindSubmission, KindSubmissions:
+		if s.tls == nil || s.cfg.auth == nil {
+			return fmt.Errorf("smtp: a %s listener needs a certificate and an authenticator", kind)
+		}
+		return nil
+	}
+	return fmt.Errorf("smtp: unknown listener kind %d", int(kind))
 }
 
 // ListenAndServe listens on the TCP address addr and calls Serve.
@@ -175,6 +226,20 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
+// stressed reports whether enough connections are open to cut timeouts.
+func (s *Server) stressed() bool { return s.open.Load() >= int64(s.cfg.stressAt) }
+
+// fromProxy reports whether a connection from addr must start with a
+// PROXY header.
+func (s *Server) fromProxy(addr netip.Addr) bool {
+	for _, p := range s.cfg.proxyNetworks {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
 // Close closes the listeners and every connection at once, and cancels
 // the sessions' work in progress (a message being queued is not
 // acknowledged). Close is idempotent.
@@ -216,16 +281,28 @@ func (s *Server) removeListener(l *listener) {
 	s.mu.Unlock()
 }
 
-// addConn tracks c; it fails once the server is shutting down.
-func (s *Server) addConn(c *conn) bool {
+// Results of addConn.
+const (
+	addOK     = iota
+	addFull   // at the connection cap
+	addClosed // shutting down
+)
+
+// addConn tracks c, unless the server is shutting down or at its
+// connection cap.
+func (s *Server) addConn(c *conn) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.shutdown.Load() {
-		return false
+		return addClosed
+	}
+	if len(s.conns) >= s.cfg.maxConns {
+		return addFull
 	}
 	s.conns[c] = struct{}{}
+	s.open.Store(int64(len(s.conns)))
 	s.metrics.connOpened()
-	return true
+	return addOK
 }
 
 func (s *Server) removeConn(c *conn) {
@@ -235,6 +312,7 @@ func (s *Server) removeConn(c *conn) {
 		return
 	}
 	delete(s.conns, c)
+	s.open.Store(int64(len(s.conns)))
 	s.metrics.connClosed()
 	if len(s.conns) == 0 && s.drained != nil {
 		close(s.drained)

@@ -2,38 +2,48 @@ package smtp
 
 import (
 	"context"
-	"io"
+	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
 	"runtime/debug"
 	"strings"
-	"time"
 
+	"github.com/emersion/go-sasl"
 	gosmtp "github.com/emersion/go-smtp"
 
 	"github.com/sluicemta/sluice"
 )
 
 // backend creates a session for each client that says HELO or EHLO.
-type backend struct{ srv *Server }
+type backend struct {
+	srv  *Server
+	kind Kind
+}
 
 func (b backend) NewSession(c *gosmtp.Conn) (gosmtp.Session, error) {
 	s := b.srv
 	if s.shutdown.Load() {
 		return nil, toSMTPError(replyShutdown)
 	}
-	addr := remoteAddr(c.Conn())
+	tc := connOf(c.Conn())
+	if tc == nil {
+		return nil, toSMTPError(replyPanic) // not reached: every connection is ours
+	}
+	tc.setOuter(c.Conn())
+	_, isTLS := c.TLSConnectionState()
 	ctx, cancel := context.WithCancel(s.ctx)
 	return &session{
 		srv:     s,
+		kind:    b.kind,
 		c:       c,
-		tc:      connOf(c.Conn()),
-		addr:    addr,
-		trusted: s.trusted(addr.Addr()),
+		tc:      tc,
+		addr:    tc.remote,
+		trusted: tc.trusted,
+		tls:     isTLS,
 		ctx:     ctx,
 		cancel:  cancel,
-		log:     s.log.With(slog.String("client", addr.Addr().String())),
+		log:     s.log.With(slog.String("client", tc.remote.Addr().String()), slog.String("listener", b.kind.String())),
 	}, nil
 }
 
@@ -41,12 +51,15 @@ func (b backend) NewSession(c *gosmtp.Conn) (gosmtp.Session, error) {
 // and the end of the connection (or STARTTLS, which starts a new one).
 // go-smtp calls its methods from the connection's goroutine, one at a time.
 type session struct {
-	srv     *Server
-	c       *gosmtp.Conn
-	tc      *conn // nil if the connection is not one of ours
-	addr    netip.AddrPort
-	trusted bool // the client may relay to any domain
-	log     *slog.Logger
+	srv      *Server
+	kind     Kind
+	c        *gosmtp.Conn
+	tc       *conn
+	addr     netip.AddrPort
+	trusted  bool // the client is in the trusted networks
+	tls      bool // the session is encrypted
+	authUser string
+	log      *slog.Logger
 
 	// ctx is cancelled when the session ends or the server closes.
 	ctx    context.Context
@@ -63,6 +76,9 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) (err error) {
 	defer s.recoverPanic(&err)
 	if opts == nil {
 		opts = &gosmtp.MailOptions{}
+	}
+	if reply := s.mailAllowed(); reply != nil {
+		return s.reject("transaction", reply, slog.String("from", from))
 	}
 	if from != "" {
 		if _, perr := sluice.ParseMailbox(from, opts.UTF8); perr != nil {
@@ -90,7 +106,7 @@ func (s *session) Rcpt(to string, opts *gosmtp.RcptOptions) (err error) {
 	if _, perr := sluice.ParseMailbox(to, s.env.SMTPUTF8); perr != nil {
 		return s.reject("recipient", replyBadRecipient, slog.String("to", to))
 	}
-	if !s.trusted && !s.srv.isLocal(sluice.Domain(to)) {
+	if !s.mayRelay() && !s.srv.isLocal(sluice.Domain(to)) {
 		return s.reject("relay", replyRelayDenied(to), slog.String("from", s.env.From), slog.String("to", to))
 	}
 	r := sluice.Recipient{Address: to}
@@ -119,10 +135,47 @@ func (s *session) Logout() error {
 	return nil
 }
 
+// mailAllowed checks that a transaction may start: TLS and AUTH on
+// submission listeners, the health gate, the client's message rate. It
+// returns the refusal, or nil.
+func (s *session) mailAllowed() *sluice.Reply {
+	if s.kind != KindSMTP {
+		switch {
+		case !s.tls:
+			return replyTLSRequired
+		case s.authUser == "":
+			return replyAuthRequired
+		}
+	}
+	if ok, why := s.srv.gate.open(s.ctx); !ok {
+		s.log.Warn("transaction refused by the health gate", slog.String("gauge", why))
+		return replyGateMail
+	}
+	if !s.srv.clients.message(s.addr.Addr(), s.trusted || s.authUser != "") {
+		return replyMsgRate
+	}
+	return nil
+}
+
+// mayRelay reports whether the client may send to any domain.
+func (s *session) mayRelay() bool { return s.trusted || s.authUser != "" }
+
 // reject logs a refused command and returns reply for go-smtp to send.
+// Once the connection has had too many, it is closed after the reply.
 func (s *session) reject(what string, reply *sluice.Reply, attrs ...slog.Attr) error {
 	attrs = append(attrs, slog.String("reply", reply.Error()))
 	s.log.LogAttrs(s.ctx, slog.LevelInfo, "rejected "+what, attrs...)
+	return s.countError(reply)
+}
+
+// countError counts a refused command of the connection and returns reply
+// for go-smtp to send, or, past the limit, sends it with 421 and closes.
+func (s *session) countError(reply *sluice.Reply) error {
+	s.tc.errors++
+	if s.tc.errors >= s.srv.cfg.maxErrors {
+		s.log.Info("connection closed: too many errors", slog.Int("errors", s.tc.errors))
+		return s.closeWith(reply, replyTooManyErrors)
+	}
 	return toSMTPError(reply)
 }
 
@@ -138,15 +191,15 @@ func (s *session) recoverPanic(err *error) {
 	*err = s.closeWith(replyPanic)
 }
 
-// closeWith writes reply and closes the connection, for when the session
-// cannot go on (go-smtp would keep reading commands). It returns reply as
-// an error for go-smtp, whose write to the closed connection is dropped.
-func (s *session) closeWith(reply *sluice.Reply) error {
+// closeWith writes replies and closes the connection, for when the
+// session cannot go on (go-smtp would keep reading commands). It returns
+// the last reply as an error for go-smtp, whose write to the closed
+// connection is dropped.
+func (s *session) closeWith(replies ...*sluice.Reply) error {
 	nc := s.c.Conn()
-	nc.SetWriteDeadline(time.Now().Add(s.srv.cfg.writeTimeout))
-	io.WriteString(nc, reply.Error()+"\r\n")
+	writeReplies(nc, s.srv.cfg.writeTimeout, replies...)
 	nc.Close()
-	return toSMTPError(reply)
+	return toSMTPError(replies[len(replies)-1])
 }
 
 // trusted reports whether a client at addr may relay to any domain.
@@ -162,6 +215,59 @@ func (s *Server) trusted(addr netip.Addr) bool {
 // isLocal reports whether domain (lower-cased) is one of the local domains.
 func (s *Server) isLocal(domain string) bool {
 	return s.local[strings.ToLower(domain)]
+}
+
+// AuthMechanisms offers PLAIN and LOGIN over TLS when an authenticator is
+// configured, nothing otherwise.
+func (s *session) AuthMechanisms() []string {
+	if s.srv.cfg.auth == nil || !s.tls {
+		return nil
+	}
+	return []string{sasl.Plain, sasl.Login}
+}
+
+// Auth starts a SASL exchange, unless the client has spent its budget of
+// failed attempts.
+func (s *session) Auth(mech string) (sasl.Server, error) {
+	if s.srv.cfg.auth == nil || !s.tls {
+		return nil, gosmtp.ErrAuthUnsupported
+	}
+	if !s.srv.clients.authAllowed(s.addr.Addr()) {
+		s.log.Warn("AUTH refused: too many failures from the client")
+		return nil, s.countError(replyAuthThrottled)
+	}
+	switch mech {
+	case sasl.Plain:
+		return sasl.NewPlainServer(func(identity, username, password string) error {
+			if identity != "" && identity != username {
+				return s.authResult(username, ErrBadCredentials)
+			}
+			return s.authResult(username, s.srv.cfg.auth.Authenticate(s.ctx, username, password))
+		}), nil
+	case sasl.Login:
+		return &loginServer{check: func(username, password string) error {
+			return s.authResult(username, s.srv.cfg.auth.Authenticate(s.ctx, username, password))
+		}}, nil
+	}
+	return nil, gosmtp.ErrAuthUnknownMechanism
+}
+
+// authResult logs the outcome of AUTH (never the password) and returns the
+// error for go-smtp to send.
+func (s *session) authResult(username string, err error) error {
+	switch {
+	case err == nil:
+		s.authUser = username
+		s.log.Info("authenticated", slog.String("user", username))
+		return nil
+	case errors.Is(err, ErrBadCredentials):
+		s.srv.clients.authFailed(s.addr.Addr())
+		s.log.Warn("authentication failed", slog.String("user", username))
+		return s.countError(replyAuthFailed)
+	default:
+		s.log.Error("authentication unavailable", slog.String("user", username), slog.Any("error", err))
+		return toSMTPError(replyAuthTemp)
+	}
 }
 
 // remoteAddr is the client's address and port, or the zero value if the

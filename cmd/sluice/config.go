@@ -17,6 +17,7 @@ import (
 	"github.com/pelletier/go-toml/v2/unstable"
 
 	"github.com/sluicemta/sluice"
+	"github.com/sluicemta/sluice/smtp"
 )
 
 // fileConfig is the TOML configuration file. A field left out of the file
@@ -33,12 +34,62 @@ type fileConfig struct {
 }
 
 type smtpConfig struct {
-	Listen          string   `toml:"listen"`
-	Hostname        string   `toml:"hostname"`
-	TrustedNetworks []string `toml:"trusted_networks"`
-	LocalDomains    []string `toml:"local_domains"`
-	MaxMessageSize  *int64   `toml:"max_message_size"`
-	MaxRecipients   *int     `toml:"max_recipients"`
+	Listen          string           `toml:"listen"`
+	Listeners       []listenerConfig `toml:"listener"`
+	Hostname        string           `toml:"hostname"`
+	TrustedNetworks []string         `toml:"trusted_networks"`
+	LocalDomains    []string         `toml:"local_domains"`
+	ProxyNetworks   []string         `toml:"proxy_networks"`
+	MaxMessageSize  *int64           `toml:"max_message_size"`
+	MaxRecipients   *int             `toml:"max_recipients"`
+	TLSCert         string           `toml:"tls_cert"`
+	TLSKey          string           `toml:"tls_key"`
+	AuthUsersFile   string           `toml:"auth_users_file"`
+	Limits          smtpLimits       `toml:"limits"`
+	Timeouts        smtpTimeouts     `toml:"timeouts"`
+	Gate            smtpGate         `toml:"gate"`
+}
+
+// listenerConfig is one [[smtp.listener]] table.
+type listenerConfig struct {
+	Address string `toml:"address"`
+	Kind    string `toml:"kind"`
+}
+
+type smtpLimits struct {
+	MaxConnections         *int     `toml:"max_connections"`
+	MaxConnectionsPerIP    *int     `toml:"max_connections_per_ip"`
+	ConnectionRate         *float64 `toml:"connection_rate"`
+	ConnectionBurst        *int     `toml:"connection_burst"`
+	MessageRate            *float64 `toml:"message_rate"`
+	MessageBurst           *int     `toml:"message_burst"`
+	MaxErrors              *int     `toml:"max_errors"`
+	MaxCommandsWithoutMail *int     `toml:"max_commands_without_mail"`
+	MaxLineLength          *int     `toml:"max_line_length"`
+	MaxHops                *int     `toml:"max_hops"`
+	AuthFailures           *int     `toml:"auth_failures"`
+	AuthWindow             string   `toml:"auth_window"`
+}
+
+type smtpTimeouts struct {
+	Greeting          string `toml:"greeting"`
+	Command           string `toml:"command"`
+	Data              string `toml:"data"`
+	Session           string `toml:"session"`
+	Handshake         string `toml:"handshake"`
+	Stress            string `toml:"stress"`
+	StressConnections *int   `toml:"stress_connections"`
+}
+
+// smtpGate holds the watermarks of the health gate; a gauge is on when
+// its high watermark is set.
+type smtpGate struct {
+	QueueDepthHigh *float64 `toml:"queue_depth_high"`
+	QueueDepthLow  *float64 `toml:"queue_depth_low"`
+	DiskHigh       *float64 `toml:"disk_high"`
+	DiskLow        *float64 `toml:"disk_low"`
+	OpenFilesHigh  *float64 `toml:"open_files_high"`
+	OpenFilesLow   *float64 `toml:"open_files_low"`
 }
 
 type queueConfig struct {
@@ -83,6 +134,13 @@ type settings struct {
 	localDomains    []string       // nil: not set
 	maxMessageSize  int64
 	maxRecipients   int
+	listeners       []listenerSetting
+	proxyNetworks   []netip.Prefix
+	tlsCert, tlsKey string
+	authUsersFile   string
+	smtpLimits      smtpLimitSettings
+	smtpTimeouts    smtpTimeoutSettings
+	gate            []gateSetting
 
 	spool              string
 	workers            int
@@ -105,6 +163,36 @@ type settings struct {
 	httpListen string
 	logLevel   slog.Level
 	logFormat  string
+}
+
+// listenerSetting is an extra SMTP listener.
+type listenerSetting struct {
+	address string
+	kind    smtp.Kind
+}
+
+// smtpLimitSettings are the acceptor's limits; zero means the library's
+// default.
+type smtpLimitSettings struct {
+	maxConns, maxConnsPerIP int
+	connRate, msgRate       float64
+	connBurst, msgBurst     int
+	maxErrors, maxIdle      int
+	maxLineLength, maxHops  int
+	authFailures            int
+	authWindow              time.Duration
+}
+
+type smtpTimeoutSettings struct {
+	greeting, command, data, session, handshake, stress time.Duration
+	stressConnections                                   int
+}
+
+// gateSetting is one gauge of the health gate: "queue_depth", "disk" or
+// "open_files".
+type gateSetting struct {
+	gauge     string
+	high, low float64
 }
 
 // configError is an operator's mistake in the configuration file, located
@@ -187,7 +275,8 @@ func friendlyTypeError(msg string) string {
 	if m == nil {
 		return msg
 	}
-	want := map[string]string{"string": "a string", "int": "an integer", "*int": "an integer", "*int64": "an integer", "*float64": "a number", "float64": "a number", "[]string": "an array of strings"}[m[2]]
+	want := map[string]string{"string": "a string", "int": "an integer", "*int": "an integer", "*int64": "an integer",
+		"*float64": "a number", "float64": "a number", "[]string": "an array of strings"}[m[2]]
 	if want == "" {
 		want = "another type"
 	}
@@ -202,11 +291,18 @@ func keyLines(data []byte) (map[string]int, error) {
 	var p unstable.Parser
 	p.Reset(data)
 	var table []string
+	arrays := make(map[string]int) // elements of each array table so far
 	for p.NextExpression() {
 		e := p.Expression()
 		switch e.Kind {
-		case unstable.Table, unstable.ArrayTable:
+		case unstable.Table:
 			table = keyParts(e.Key())
+		case unstable.ArrayTable:
+			// Keys of the i-th element are "smtp.listener.i.address".
+			table = keyParts(e.Key())
+			name := strings.Join(table, ".")
+			table = append(table, strconv.Itoa(arrays[name]))
+			arrays[name]++
 		case unstable.KeyValue:
 			addKeyLines(&p, lines, table, e)
 		}
@@ -298,6 +394,7 @@ func (v *validator) settings(fc *fileConfig) *settings {
 			s.localDomains = append(s.localDomains, v.domain("smtp.local_domains", d))
 		}
 	}
+	v.smtpExtras(&fc.SMTP, s)
 	if fc.Delivery.Resolvers != nil {
 		for _, r := range fc.Delivery.Resolvers {
 			if a := v.hostPort("delivery.resolvers", r, false); a != "" {
@@ -446,4 +543,109 @@ func checkLogFormat(s string) error {
 		return nil
 	}
 	return fmt.Errorf("bad format %q (want json or text)", s)
+}
+
+// smtpExtras checks the listeners, TLS, AUTH, PROXY, limits, timeouts and
+// gate of [smtp].
+func (v *validator) smtpExtras(c *smtpConfig, s *settings) {
+	for i, l := range c.Listeners {
+		key := fmt.Sprintf("smtp.listener.%d", i)
+		addr := v.hostPort(key+".address", l.Address, true)
+		if l.Address == "" {
+			v.fail(key+".address", "missing")
+		}
+		kind, ok := map[string]smtp.Kind{"smtp": smtp.KindSMTP, "submission": smtp.KindSubmission, "submissions": smtp.KindSubmissions}[l.Kind]
+		if !ok {
+			v.fail(key+".kind", "bad kind %q (want smtp, submission or submissions)", l.Kind)
+			continue
+		}
+		if kind != smtp.KindSMTP && (c.TLSCert == "" || c.AuthUsersFile == "") {
+			v.fail(key+".kind", "a %s listener needs smtp.tls_cert, smtp.tls_key and smtp.auth_users_file", l.Kind)
+		}
+		s.listeners = append(s.listeners, listenerSetting{address: addr, kind: kind})
+	}
+	for _, n := range c.ProxyNetworks {
+		p, err := netip.ParsePrefix(n)
+		if err != nil {
+			v.fail("smtp.proxy_networks", "bad CIDR %q", n)
+			continue
+		}
+		s.proxyNetworks = append(s.proxyNetworks, p.Masked())
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		v.fail("smtp.tls_cert", "set smtp.tls_cert and smtp.tls_key together")
+	}
+	s.tlsCert, s.tlsKey, s.authUsersFile = c.TLSCert, c.TLSKey, c.AuthUsersFile
+
+	l := c.Limits
+	s.smtpLimits = smtpLimitSettings{
+		maxConns:      v.positive("smtp.limits.max_connections", l.MaxConnections),
+		maxConnsPerIP: v.positive("smtp.limits.max_connections_per_ip", l.MaxConnectionsPerIP),
+		connRate:      v.rate("smtp.limits.connection_rate", l.ConnectionRate),
+		connBurst:     v.positive("smtp.limits.connection_burst", l.ConnectionBurst),
+		msgRate:       v.rate("smtp.limits.message_rate", l.MessageRate),
+		msgBurst:      v.positive("smtp.limits.message_burst", l.MessageBurst),
+		maxErrors:     v.positive("smtp.limits.max_errors", l.MaxErrors),
+		maxIdle:       v.positive("smtp.limits.max_commands_without_mail", l.MaxCommandsWithoutMail),
+		maxLineLength: v.positive("smtp.limits.max_line_length", l.MaxLineLength),
+		maxHops:       v.positive("smtp.limits.max_hops", l.MaxHops),
+		authFailures:  v.positive("smtp.limits.auth_failures", l.AuthFailures),
+		authWindow:    v.duration("smtp.limits.auth_window", l.AuthWindow),
+	}
+	if (l.ConnectionRate == nil) != (l.ConnectionBurst == nil) {
+		v.fail("smtp.limits.connection_rate", "set smtp.limits.connection_rate and connection_burst together")
+	}
+	if (l.MessageRate == nil) != (l.MessageBurst == nil) {
+		v.fail("smtp.limits.message_rate", "set smtp.limits.message_rate and message_burst together")
+	}
+	if (l.AuthFailures == nil) != (l.AuthWindow == "") {
+		v.fail("smtp.limits.auth_failures", "set smtp.limits.auth_failures and auth_window together")
+	}
+	t := c.Timeouts
+	s.smtpTimeouts = smtpTimeoutSettings{
+		greeting:          v.duration("smtp.timeouts.greeting", t.Greeting),
+		command:           v.duration("smtp.timeouts.command", t.Command),
+		data:              v.duration("smtp.timeouts.data", t.Data),
+		session:           v.duration("smtp.timeouts.session", t.Session),
+		handshake:         v.duration("smtp.timeouts.handshake", t.Handshake),
+		stress:            v.duration("smtp.timeouts.stress", t.Stress),
+		stressConnections: v.positive("smtp.timeouts.stress_connections", t.StressConnections),
+	}
+	g := c.Gate
+	v.gauge(s, "queue_depth", g.QueueDepthHigh, g.QueueDepthLow)
+	v.gauge(s, "disk", g.DiskHigh, g.DiskLow)
+	v.gauge(s, "open_files", g.OpenFilesHigh, g.OpenFilesLow)
+}
+
+func (v *validator) rate(key string, r *float64) float64 {
+	if r == nil {
+		return 0
+	}
+	if *r <= 0 {
+		v.fail(key, "%v must be positive", *r)
+		return 0
+	}
+	return *r
+}
+
+// gauge checks the watermarks of one gauge of the health gate: both set
+// or neither, low <= high, and fractions for disk and open files.
+func (v *validator) gauge(s *settings, name string, high, low *float64) {
+	key := "smtp.gate." + name
+	if high == nil && low == nil {
+		return
+	}
+	if high == nil || low == nil {
+		v.fail(key+"_high", "set %s_high and %s_low together", key, key)
+		return
+	}
+	if *low > *high || *low < 0 {
+		v.fail(key+"_low", "%v must be between 0 and %s_high (%v)", *low, key, *high)
+		return
+	}
+	if name != "queue_depth" && *high > 1 {
+		v.fail(key+"_high", "%v is a fraction: want at most 1", *high)
+		return
+	}
+	s.gate = append(s.gate, gateSetting{gauge: name, high: *high, low: *low})
 }

@@ -57,6 +57,36 @@ func TestParseConfigErrors(t *testing.T) {
 			want: "sluice.toml:3: queue.retry_max: 1h0m0s is less than queue.retry_min 2h0m0s",
 		},
 		{
+			name: "bad listener kind",
+			toml: "[[smtp.listener]]\naddress = \"127.0.0.1:25\"\nkind = \"smtp\"\n\n[[smtp.listener]]\naddress = \"127.0.0.1:587\"\nkind = \"submision\"\n",
+			want: `sluice.toml:7: smtp.listener.1.kind: bad kind "submision" (want smtp, submission or submissions)`,
+		},
+		{
+			name: "submission without TLS and AUTH",
+			toml: "[[smtp.listener]]\naddress = \"127.0.0.1:587\"\nkind = \"submission\"\n",
+			want: "sluice.toml:3: smtp.listener.0.kind: a submission listener needs smtp.tls_cert, smtp.tls_key and smtp.auth_users_file",
+		},
+		{
+			name: "gate watermarks reversed",
+			toml: "[smtp.gate]\nqueue_depth_high = 10.0\nqueue_depth_low = 20.0\n",
+			want: "sluice.toml:3: smtp.gate.queue_depth_low: 20 must be between 0 and smtp.gate.queue_depth_high (10)",
+		},
+		{
+			name: "bad smtp timeout",
+			toml: "[smtp.timeouts]\ncommand = \"soon\"\n",
+			want: `sluice.toml:2: smtp.timeouts.command: bad duration "soon"`,
+		},
+		{
+			name: "rate without burst",
+			toml: "[smtp.limits]\nmax_errors = 5\nconnection_rate = 2.0\n",
+			want: "sluice.toml:3: smtp.limits.connection_rate: set smtp.limits.connection_rate and connection_burst together",
+		},
+		{
+			name: "bad proxy network",
+			toml: "[smtp]\nproxy_networks = [\"10.0.0.0/40\"]\n",
+			want: `sluice.toml:2: smtp.proxy_networks: bad CIDR "10.0.0.0/40"`,
+		},
+		{
 			name: "bad CIDR",
 			toml: "[smtp]\ntrusted_networks = [\n  \"127.0.0.0/8\",\n  \"10.0.0.0/33\",\n]\n",
 			want: `sluice.toml:2: smtp.trusted_networks: bad CIDR "10.0.0.0/33"`,

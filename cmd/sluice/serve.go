@@ -9,9 +9,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
 	"github.com/sluicemta/sluice"
 	"github.com/sluicemta/sluice/delivery"
@@ -169,21 +173,28 @@ func serve(ctx context.Context, s *settings, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	srv, err := smtp.New(q, smtpOptions(s, log, reg)...)
+	sopts, users, err := smtpOptions(s, q, log, reg)
+	if err != nil {
+		return err
+	}
+	srv, err := smtp.New(q, sopts...)
 	if err != nil {
 		return err
 	}
 	// Listen before serving anything, so a bad or busy address fails
 	// fast with a clear error.
-	sl, err := net.Listen("tcp", s.smtpListen)
+	listeners, err := listen(s)
 	if err != nil {
-		return fmt.Errorf("smtp listener: %w", err)
+		return err
 	}
 	hl, err := net.Listen("tcp", s.httpListen)
 	if err != nil {
-		sl.Close()
+		for _, l := range listeners {
+			l.Close()
+		}
 		return fmt.Errorf("http listener: %w", err)
 	}
+	sl := listeners[0]
 	h.AddReadiness("queue", health.CheckerFunc(q.Check))
 	h.AddReadiness("smtp", health.SMTPProbe(sl.Addr().String(), probeTimeout))
 	hs := &http.Server{
@@ -194,11 +205,27 @@ func serve(ctx context.Context, s *settings, log *slog.Logger) error {
 
 	queueDone := make(chan error, 1)
 	go func() { queueDone <- q.Serve(agent) }()
-	smtpDone := make(chan error, 1)
-	go func() { smtpDone <- srv.Serve(sl) }()
+	smtpDone := make(chan error, len(listeners))
+	for i, l := range listeners {
+		kind := smtp.KindSMTP
+		if i > 0 {
+			kind = s.listeners[i-1].kind
+		}
+		go func() { smtpDone <- srv.ServeKind(l, kind) }()
+	}
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- hs.Serve(hl) }()
-	log.Info("listening", "smtp", sl.Addr().String(), "http", hl.Addr().String(),
+	hupDone := make(chan struct{})
+	hupCtx, stopHUP := context.WithCancel(ctx)
+	go func() {
+		defer close(hupDone)
+		reloadOnHUP(hupCtx, srv, users, s, log)
+	}()
+	var extra []string
+	for _, l := range listeners[1:] {
+		extra = append(extra, l.Addr().String())
+	}
+	log.Info("listening", "smtp", sl.Addr().String(), "smtp_listeners", extra, "http", hl.Addr().String(),
 		"spool", s.spool, "smarthost", s.smarthost)
 
 	var runErr error
@@ -215,13 +242,64 @@ func serve(ctx context.Context, s *settings, log *slog.Logger) error {
 		runErr = fmt.Errorf("queue stopped: %w", err)
 		queueDone <- nil
 	}
+	stopHUP()
+	<-hupDone
 	if err := drain(h, srv, q, hs, log); err != nil && runErr == nil {
 		runErr = err
 	}
-	<-smtpDone
+	for range listeners {
+		<-smtpDone
+	}
 	<-httpDone
 	<-queueDone
 	return runErr
+}
+
+// listen opens the main SMTP listener and the extra ones, in the order of
+// the configuration.
+func listen(s *settings) ([]net.Listener, error) {
+	addrs := []string{s.smtpListen}
+	for _, l := range s.listeners {
+		addrs = append(addrs, l.address)
+	}
+	var ls []net.Listener
+	for _, a := range addrs {
+		l, err := net.Listen("tcp", a)
+		if err != nil {
+			for _, l := range ls {
+				l.Close()
+			}
+			return nil, fmt.Errorf("smtp listener: %w", err)
+		}
+		ls = append(ls, l)
+	}
+	return ls, nil
+}
+
+// reloadOnHUP reloads the certificate and the password file on SIGHUP
+// until ctx ends.
+func reloadOnHUP(ctx context.Context, srv *smtp.Server, users *smtp.PasswordFile, s *settings, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		log.Info("SIGHUP: reloading certificate and users")
+		if s.tlsCert != "" {
+			if err := srv.ReloadCertificate(); err != nil {
+				log.Error("reload certificate", "err", err)
+			}
+		}
+		if users != nil {
+			if err := users.Reload(); err != nil {
+				log.Error("reload users", "err", err)
+			}
+		}
+	}
 }
 
 // drain shuts the parts down in order, all within drainTimeout: stop
@@ -300,22 +378,64 @@ func deliveryOptions(s *settings, log *slog.Logger, reg prometheus.Registerer) [
 	return opts
 }
 
-func smtpOptions(s *settings, log *slog.Logger, reg prometheus.Registerer) []smtp.Option {
+// smtpOptions turns the settings into the acceptor's options; zero
+// settings keep the library's defaults. It also returns the password file,
+// for reloads.
+func smtpOptions(s *settings, q *queue.Queue, log *slog.Logger, reg prometheus.Registerer) ([]smtp.Option, *smtp.PasswordFile, error) {
 	opts := []smtp.Option{smtp.WithLogger(log), smtp.WithRegisterer(reg)}
-	if s.hostname != "" {
-		opts = append(opts, smtp.WithHostname(s.hostname))
+	add := func(set bool, o smtp.Option) {
+		if set {
+			opts = append(opts, o)
+		}
 	}
-	if s.trustedNetworks != nil {
-		opts = append(opts, smtp.WithTrustedNetworks(s.trustedNetworks...))
+	add(s.hostname != "", smtp.WithHostname(s.hostname))
+	add(s.trustedNetworks != nil, smtp.WithTrustedNetworks(s.trustedNetworks...))
+	add(s.localDomains != nil, smtp.WithLocalDomains(s.localDomains...))
+	add(s.maxMessageSize > 0, smtp.WithMaxMessageBytes(s.maxMessageSize))
+	add(s.maxRecipients > 0, smtp.WithMaxRecipients(s.maxRecipients))
+	add(s.proxyNetworks != nil, smtp.WithProxyNetworks(s.proxyNetworks...))
+	add(s.tlsCert != "", smtp.WithCertificate(s.tlsCert, s.tlsKey))
+
+	l := s.smtpLimits
+	add(l.maxConns > 0, smtp.WithMaxConnections(l.maxConns))
+	add(l.maxConnsPerIP > 0, smtp.WithMaxConnectionsPerIP(l.maxConnsPerIP))
+	add(l.connRate > 0, smtp.WithConnectionRate(rate.Limit(l.connRate), l.connBurst))
+	add(l.msgRate > 0, smtp.WithMessageRate(rate.Limit(l.msgRate), l.msgBurst))
+	add(l.maxErrors > 0, smtp.WithMaxErrors(l.maxErrors))
+	add(l.maxIdle > 0, smtp.WithMaxCommandsWithoutMail(l.maxIdle))
+	add(l.maxLineLength > 0, smtp.WithMaxLineLength(l.maxLineLength))
+	add(l.maxHops > 0, smtp.WithMaxHops(l.maxHops))
+	add(l.authFailures > 0, smtp.WithAuthFailureLimit(l.authFailures, l.authWindow))
+
+	t := s.smtpTimeouts
+	add(t.greeting > 0, smtp.WithGreetingTimeout(t.greeting))
+	add(t.command > 0, smtp.WithCommandTimeout(t.command))
+	add(t.data > 0, smtp.WithDataTimeout(t.data))
+	add(t.session > 0, smtp.WithSessionTimeout(t.session))
+	add(t.handshake > 0, smtp.WithHandshakeTimeout(t.handshake))
+	add(t.stress > 0, smtp.WithStressTimeout(t.stress))
+	add(t.stressConnections > 0, smtp.WithStressConnections(t.stressConnections))
+
+	for _, g := range s.gate {
+		var gauge smtp.Gauge
+		switch g.gauge {
+		case "queue_depth":
+			gauge = smtp.GaugeFunc(func(context.Context) (float64, error) { return float64(q.Depth()), nil })
+		case "disk":
+			gauge = smtp.DiskUsage(s.spool)
+		case "open_files":
+			gauge = smtp.OpenFiles()
+		}
+		opts = append(opts, smtp.WithGate(g.gauge, gauge, g.high, g.low))
 	}
-	if s.localDomains != nil {
-		opts = append(opts, smtp.WithLocalDomains(s.localDomains...))
+
+	var users *smtp.PasswordFile
+	if s.authUsersFile != "" {
+		var err error
+		if users, err = smtp.NewPasswordFile(s.authUsersFile); err != nil {
+			return nil, nil, err
+		}
+		opts = append(opts, smtp.WithAuthenticator(users))
 	}
-	if s.maxMessageSize > 0 {
-		opts = append(opts, smtp.WithMaxMessageBytes(s.maxMessageSize))
-	}
-	if s.maxRecipients > 0 {
-		opts = append(opts, smtp.WithMaxRecipients(s.maxRecipients))
-	}
-	return opts
+	return opts, users, nil
 }

@@ -108,6 +108,11 @@ func (c *conn) RemoteAddr() net.Addr { return c.remoteAddr }
 // read between transactions once the server is shutting down.
 func (c *conn) Read(p []byte) (int, error) {
 	for {
+		if c.srv.closing.Load() {
+			// Close, unlike Shutdown, ends sessions without a 421: a read
+			// racing with it must not look like a drain.
+			return 0, net.ErrClosed
+		}
 		if c.draining() {
 			return 0, errDraining
 		}

@@ -51,6 +51,7 @@ type Server struct {
 	cancel context.CancelFunc
 
 	shutdown atomic.Bool // set by Shutdown and Close: no new connections or sessions
+	closing  atomic.Bool // set by Close: end sessions without a reply
 
 	mu        sync.Mutex // guards listeners, conns and drained
 	listeners map[*listener]struct{}
@@ -244,6 +245,7 @@ func (s *Server) fromProxy(addr netip.Addr) bool {
 // the sessions' work in progress (a message being queued is not
 // acknowledged). Close is idempotent.
 func (s *Server) Close() error {
+	s.closing.Store(true)
 	s.shutdown.Store(true)
 	err := s.closeListeners()
 	// Cancel the sessions' work only after their connections are closed,

@@ -290,7 +290,7 @@ func TestFreshMailIsNotDelayedByRetries(t *testing.T) {
 }
 
 // TestRestartSpreadsOverdueRetries: retries overdue when Serve starts go
-// out at their fixed slots in the spread window, not all at once.
+// out evenly over the spread window, not all at once.
 func TestRestartSpreadsOverdueRetries(t *testing.T) {
 	var mu sync.Mutex
 	now := time.Now()
@@ -335,12 +335,7 @@ func TestRestartSpreadsOverdueRetries(t *testing.T) {
 	}
 	for _, at := range []time.Duration{spread / 3, 2 * spread / 3} {
 		advance(spread / 3)
-		want := 0
-		for _, id := range ids {
-			if spreadSlot(id, spread) <= at {
-				want++
-			}
-		}
+		want := int(float64(len(ids)) * float64(at) / float64(spread)) // an even ramp
 		probe()
 		d2.waitFor(t, fmt.Sprintf("%d retries %v into the spread", want, at), func() bool { return slowAttempts() >= want })
 		probe() // one more scan at the same time starts nothing more
@@ -397,4 +392,49 @@ func TestDelayWarningIsSentOnce(t *testing.T) {
 	if info, _ := q.Show(context.Background(), id); !info.Recipients[0].Warned {
 		t.Error("Show does not report the warning")
 	}
+}
+
+// TestRetriesAreNotStarvedByFreshMail: when a worker frees up while fresh
+// mail is waiting, a due retry gets it first, from the retries' reserve.
+func TestRetriesAreNotStarvedByFreshMail(t *testing.T) {
+	q := newTestQueue(t, t.TempDir(), WithWorkers(2), WithRetry(time.Hour, time.Hour))
+	tokens := make(chan struct{}, 10)
+	var mu sync.Mutex
+	blocked := 0
+	d := newDeliverer(func(m *Message, rcpt string) Result {
+		if rcpt == "retry@example.com" {
+			if m.Attempt == 1 {
+				return Result{Outcome: sluice.OutcomeDeferred}
+			}
+			return Result{Outcome: sluice.OutcomeDelivered}
+		}
+		mu.Lock()
+		blocked++
+		mu.Unlock()
+		<-tokens // fresh mail holds its worker until given a token
+		mu.Lock()
+		blocked--
+		mu.Unlock()
+		return Result{Outcome: sluice.OutcomeDelivered}
+	})
+	r := enqueue(t, q, "s@example.org", "retry@example.com")
+	serve(t, q, d)
+	t.Cleanup(func() { close(tokens) }) // runs before serve's Close: no worker stays blocked
+	d.waitFor(t, "the first attempt", func() bool { return q.Stats().Deferred == 1 })
+	for i := range 6 {
+		enqueue(t, q, "s@example.org", fmt.Sprintf("f%d@example.com", i))
+	}
+	waitUntil(t, "both workers busy", func() bool { mu.Lock(); defer mu.Unlock(); return blocked == 2 })
+	if err := q.Requeue(context.Background(), r); err != nil { // the retry is due, no worker is free
+		t.Fatal(err)
+	}
+	tokens <- struct{}{} // one fresh message finishes
+	d.waitFor(t, "the retry ahead of the waiting fresh mail", func() bool {
+		_, err := q.Show(context.Background(), r)
+		return errors.Is(err, ErrNotFound)
+	})
+	for range 5 {
+		tokens <- struct{}{}
+	}
+	d.waitFor(t, "the fresh mail", func() bool { return q.Depth() == 0 })
 }

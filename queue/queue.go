@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluicemta/sluice"
@@ -37,6 +38,12 @@ type Queue struct {
 	serving  bool
 	started  time.Time     // when Serve began, for the restart spread
 	stop     chan struct{} // closed by Shutdown/Close to stop Serve
+
+	floorMu sync.Mutex // guards floors
+	floors  map[lane]scanFloor
+
+	overdue        int          // retries due before Serve started (set before the loop)
+	overdueStarted atomic.Int64 // of which started
 
 	attempts sync.WaitGroup // in-flight attempts
 	calls    sync.WaitGroup // in-flight Enqueue and operation calls
@@ -98,11 +105,12 @@ func New(dir string, opts ...Option) (*Queue, error) {
 		inflight: make(map[string]*entry),
 		count: counts{lanes: make(map[lane]int), inflight: make(map[lane]int),
 			domains: make(map[string]int)},
-		stop: make(chan struct{}),
+		stop:   make(chan struct{}),
+		floors: make(map[lane]scanFloor),
 	}
 	q.baseCtx, q.cancel = context.WithCancel(context.Background())
 	q.metrics = newMetrics(q)
-	sp, err := openSpool(dir, cfg.store, q.log, q.metrics.observeSync)
+	sp, err := openSpool(dir, cfg.store, q.log, q.metrics.observeSync, q.lowerFloor)
 	if err != nil {
 		return nil, err
 	}

@@ -5,8 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os"
 	"sync/atomic"
@@ -26,8 +26,8 @@ import (
 // after the WithDelayWarning age.
 //
 // Retries that were already due when Serve started (after a restart or an
-// outage) are spread over the WithRestartSpread window instead of all
-// starting at once.
+// outage) are let out evenly over the WithRestartSpread window, oldest
+// first, instead of all starting at once.
 func (q *Queue) Serve(d Deliverer) error {
 	q.mu.Lock()
 	switch {
@@ -43,6 +43,9 @@ func (q *Queue) Serve(d Deliverer) error {
 	q.calls.Add(1) // the store stays open until the loop below returns
 	q.mu.Unlock()
 	defer q.calls.Done()
+	if q.cfg.restartSpread > 0 {
+		q.overdue = q.countOverdue(q.started)
+	}
 
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -61,75 +64,130 @@ func (q *Queue) Serve(d Deliverer) error {
 // idle is the longest the scheduler sleeps without looking at the index.
 const idle = time.Minute
 
-// dispatch starts attempts for due messages while workers are free, fresh
-// lane first, and returns how long to wait before looking again.
+// dispatch starts attempts for due messages while workers are free and
+// returns how long to wait before looking again. Retries first get their
+// reserve (so a sustained stream of fresh mail cannot starve them), then
+// fresh mail every free worker, then retries what is left of their budget.
 func (q *Queue) dispatch(d Deliverer) time.Duration {
 	now := q.cfg.now()
 	wait := idle
-	free, retryFree := q.free()
+	free, retryFree, reserve := q.free()
+	if reserve > 0 {
+		started, next := q.scanLane(d, laneRetry, now, reserve)
+		free, retryFree = free-started, retryFree-started
+		wait = min(wait, next)
+	}
 	if free > 0 {
 		started, next := q.scanLane(d, laneFresh, now, free)
 		free -= started
-		retryFree = min(retryFree, free)
 		wait = min(wait, next)
 	}
-	if retryFree > 0 {
+	if retryFree = min(retryFree, free); retryFree > 0 {
 		_, next := q.scanLane(d, laneRetry, now, retryFree)
 		wait = min(wait, next)
 	}
 	return max(wait, time.Millisecond)
 }
 
-// free returns how many attempts may start now: in all, and from the retry
-// lane.
-func (q *Queue) free() (all, retry int) {
+// free returns how many attempts may start now: in all, from the retry
+// lane, and from the retry lane ahead of fresh mail (its reserve: a tenth
+// of the workers, at least one, within the retry budget).
+func (q *Queue) free() (all, retry, reserve int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	busy := q.count.inflight[laneFresh] + q.count.inflight[laneRetry]
-	all = q.cfg.workers - busy
-	retry = min(all, q.retryCap()-q.count.inflight[laneRetry])
-	return max(all, 0), max(retry, 0)
+	all = max(q.cfg.workers-busy, 0)
+	retry = max(min(all, q.retryCap()-q.count.inflight[laneRetry]), 0)
+	reserve = max(min(retry, max(1, q.cfg.workers/10)-q.count.inflight[laneRetry]), 0)
+	return all, retry, reserve
 }
 
 func (q *Queue) retryCap() int {
 	return max(1, int(float64(q.cfg.workers)*q.cfg.retryBudget))
 }
 
+// scanFloor is a lane's scan floor: no live due key of the lane is earlier
+// than at, except keys of messages in flight. Scans start there instead of
+// at the head of the lane, so they do not step over the deletion markers
+// that every finished attempt leaves behind (which the store drops only at
+// compaction). Every write of a due key lowers the floor after it commits;
+// a scan raises it only if no write happened while it ran (gen).
+type scanFloor struct {
+	at  int64
+	gen uint64
+}
+
+func (q *Queue) lowerFloor(l lane, t int64) {
+	q.floorMu.Lock()
+	defer q.floorMu.Unlock()
+	f := q.floors[l]
+	f.at = min(f.at, t)
+	f.gen++
+	q.floors[l] = f
+}
+
+func (q *Queue) readFloor(l lane) scanFloor {
+	q.floorMu.Lock()
+	defer q.floorMu.Unlock()
+	return q.floors[l]
+}
+
+func (q *Queue) raiseFloor(l lane, seen scanFloor, t int64) {
+	q.floorMu.Lock()
+	defer q.floorMu.Unlock()
+	if f := q.floors[l]; f.gen == seen.gen && t > f.at {
+		f.at = t
+		q.floors[l] = f
+	}
+}
+
 // scanLane starts up to limit attempts from lane l, in due order, and
 // returns how many it started and how long until the lane has more due.
-// It reads only index keys, and only as far as now (plus the entries in
-// flight it must step over), so its cost does not grow with the queue.
+// It reads only index keys, from the lane's scan floor up to now, so its
+// cost depends on the attempts in flight and the limit, not on the depth
+// of the queue.
 func (q *Queue) scanLane(d Deliverer, l lane, now time.Time, limit int) (int, time.Duration) {
-	lower, _ := laneRange(l)
+	floor := q.readFloor(l)
+	lower := dueKey(l, floor.at, "")
 	upper := dueKey(l, now.UnixNano()+1, "")
-	spreadEnd := q.started.Add(q.cfg.restartSpread)
 	wait := idle
 	type candidate struct {
-		key []byte
-		id  string
+		key     []byte
+		id      string
+		t       int64
+		overdue bool
 	}
 	var found []candidate
+	ramp, rampWait := q.restartAllowance(l, now)
+	pending := now.UnixNano() + 1         // earliest key seen that stays due and idle
 	budget := limit + q.cfg.workers + 256 // keys looked at before giving up for now
+	complete := true
 	err := q.spool.store.Scan(lower, upper, func(k, _ []byte) (bool, error) {
 		budget--
 		_, t, id, ok := parseDueKey(k)
+		overdue := l == laneRetry && t < q.started.UnixNano()
 		switch {
 		case !ok:
 			// Damaged keys are dealt with by the census at the next start.
 		case q.isInflight(id):
-		case l == laneRetry && t < q.started.UnixNano() && now.Before(spreadEnd):
-			// Due before Serve started: wait for this message's slot in
-			// the restart spread.
-			slot := q.started.Add(spreadSlot(id, q.cfg.restartSpread))
-			if slot.After(now) {
-				wait = min(wait, slot.Sub(now))
-				break
-			}
-			found = append(found, candidate{bytes.Clone(k), id})
+		case overdue && ramp == 0:
+			// Due before Serve started and the restart ramp allows no
+			// more yet; the rest of the lane is later still.
+			pending, wait = min(pending, t), min(wait, rampWait)
+			complete = false
+			return false, nil
 		default:
-			found = append(found, candidate{bytes.Clone(k), id})
+			found = append(found, candidate{bytes.Clone(k), id, t, overdue})
+			if overdue {
+				ramp--
+			}
 		}
-		return len(found) < limit && budget > 0, nil
+		if len(found) == limit || budget == 0 {
+			pending = min(pending, t)
+			complete = false
+			return false, nil
+		}
+		return true, nil
 	})
 	if err != nil {
 		q.log.Error("due index scan failed", "lane", l.String(), "err", err)
@@ -137,11 +195,18 @@ func (q *Queue) scanLane(d Deliverer, l lane, now time.Time, limit int) (int, ti
 	}
 	started := 0
 	for _, c := range found {
-		if q.start(d, l, c.key, c.id) {
-			started++
+		if !q.start(d, l, c.key, c.id) {
+			pending = min(pending, c.t)
+			continue
+		}
+		started++
+		if c.overdue {
+			q.overdueStarted.Add(1)
 		}
 	}
-	if len(found) < limit && budget > 0 {
+	q.raiseFloor(l, floor, pending)
+	switch {
+	case complete:
 		// Everything due now has started: sleep until the next entry.
 		q.spool.store.Scan(upper, laneEnd(l), func(k, _ []byte) (bool, error) {
 			if _, t, _, ok := parseDueKey(k); ok {
@@ -149,7 +214,7 @@ func (q *Queue) scanLane(d Deliverer, l lane, now time.Time, limit int) (int, ti
 			}
 			return false, nil
 		})
-	} else {
+	case len(found) == limit || budget == 0:
 		wait = 0 // more may be due: look again at once
 	}
 	return started, wait
@@ -157,11 +222,31 @@ func (q *Queue) scanLane(d Deliverer, l lane, now time.Time, limit int) (int, ti
 
 func laneEnd(l lane) []byte { _, hi := laneRange(l); return hi }
 
-// spreadSlot returns a message's offset in the restart spread: fixed per
-// id, so every scan agrees, and uniform over the window.
-func spreadSlot(id string, spread time.Duration) time.Duration {
-	h := crc32.Checksum([]byte(id), castagnoli)
-	return time.Duration(float64(spread) * float64(h) / (1 << 32))
+// restartAllowance returns how many more retries that were overdue when
+// Serve started may start now, and how long until one more may. Over the
+// WithRestartSpread window the allowance grows evenly from none to all of
+// them, oldest first, so a restart after an outage does not send the
+// whole backlog at once; after the window there is no limit.
+func (q *Queue) restartAllowance(l lane, now time.Time) (int, time.Duration) {
+	spread := q.cfg.restartSpread
+	elapsed := now.Sub(q.started)
+	if l != laneRetry || q.overdue == 0 || elapsed >= spread {
+		return math.MaxInt, 0
+	}
+	allowed := int(float64(q.overdue) * float64(elapsed) / float64(spread))
+	step := max(spread/time.Duration(q.overdue), 10*time.Millisecond)
+	return max(allowed-int(q.overdueStarted.Load()), 0), step
+}
+
+// countOverdue counts the retries due before t, for the restart ramp.
+func (q *Queue) countOverdue(t time.Time) int {
+	lower, _ := laneRange(laneRetry)
+	n := 0
+	q.spool.store.Scan(lower, dueKey(laneRetry, t.UnixNano(), ""), func([]byte, []byte) (bool, error) {
+		n++
+		return true, nil
+	})
+	return n
 }
 
 func (q *Queue) isInflight(id string) bool {
@@ -415,8 +500,9 @@ func (q *Queue) finish(e *entry, st *msgState) {
 	}
 	if err != nil {
 		// The attempt is tried again from the older state: a duplicate,
-		// never a loss.
+		// never a loss. Its index entry may be below the scan floor.
 		q.log.Error("state not saved", "queue_id", e.id, "err", err)
+		q.lowerFloor(e.lane, 0)
 	}
 	q.count.inflight[e.lane]--
 	delete(q.inflight, e.id)

@@ -23,6 +23,7 @@ type spool struct {
 	lock  *os.File
 	store Store
 	gsync *groupSync
+	onDue func(l lane, t int64) // told of every due key written, after it commits
 }
 
 // batchFlush is how many bytes of body chunks a write batch collects
@@ -30,7 +31,7 @@ type spool struct {
 // never held whole in memory.
 const batchFlush = 1 << 20
 
-func openSpool(dir string, store Store, log *slog.Logger, observeSync func(int)) (*spool, error) {
+func openSpool(dir string, store Store, log *slog.Logger, observeSync func(int), onDue func(lane, int64)) (*spool, error) {
 	for _, sub := range []string{"", "quarantine"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o750); err != nil {
 			return nil, fmt.Errorf("queue: %w", err)
@@ -47,7 +48,7 @@ func openSpool(dir string, store Store, log *slog.Logger, observeSync func(int))
 		lock.Close()
 		return nil, fmt.Errorf("queue: spool %s is in use by another process: %w", dir, err)
 	}
-	s := &spool{dir: dir, lock: lock, store: store}
+	s := &spool{dir: dir, lock: lock, store: store, onDue: onDue}
 	if s.store == nil {
 		if s.store, err = openPebble(filepath.Join(dir, "db"), log); err != nil {
 			lock.Close()
@@ -159,6 +160,7 @@ func (s *spool) writeMessage(id string, env *sluice.Envelope, st *msgState, doma
 		}
 		return nil, fmt.Errorf("queue: write %s: %w", id, err)
 	}
+	s.onDue(st.lane(), st.Next)
 	return se, nil
 }
 
@@ -200,7 +202,11 @@ func (s *spool) putState(id string, oldDue []byte, st *msgState, domains []strin
 		b.Discard()
 		return err
 	}
-	return b.Commit()
+	if err := b.Commit(); err != nil {
+		return err
+	}
+	s.onDue(st.lane(), st.Next)
+	return nil
 }
 
 // remove deletes every record of a message.

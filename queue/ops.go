@@ -131,6 +131,11 @@ func (q *Queue) List(ctx context.Context, o ListOptions) (*Page, error) {
 	if o.Limit > 10_000 {
 		return nil, fmt.Errorf("queue: list limit %d: at most 10000", o.Limit)
 	}
+	switch o.State {
+	case "", StatePending, StateDeferred, StateHeld, StateInFlight:
+	default:
+		return nil, fmt.Errorf("queue: list state %q: want pending, deferred, held or in-flight", o.State)
+	}
 	if o.After != "" && !validID(o.After) {
 		return nil, fmt.Errorf("queue: list cursor %q is not a queue id", o.After)
 	}
@@ -138,6 +143,9 @@ func (q *Queue) List(ctx context.Context, o ListOptions) (*Page, error) {
 		return nil, err
 	}
 	defer q.calls.Done()
+	if o.State != "" && q.stateCount(o.State) == 0 {
+		return &Page{}, nil // nothing to find: do not scan a deep queue for it
+	}
 	now := q.cfg.now()
 	lowID, highID := "", ""
 	if o.NewerThan > 0 {
@@ -188,6 +196,23 @@ func (q *Queue) List(ctx context.Context, o ListOptions) (*Page, error) {
 		return nil, err
 	}
 	return page, nil
+}
+
+// stateCount returns how many messages are in state st, from the census.
+func (q *Queue) stateCount(st State) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	switch st {
+	case StatePending:
+		return q.count.lanes[laneFresh]
+	case StateDeferred:
+		return q.count.lanes[laneRetry]
+	case StateHeld:
+		return q.count.lanes[laneHeld]
+	case StateInFlight:
+		return q.count.inflight[laneFresh] + q.count.inflight[laneRetry]
+	}
+	return 0
 }
 
 func (o *ListOptions) matches(s *Summary) bool {

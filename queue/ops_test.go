@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sluicemta/sluice"
 )
 
@@ -437,4 +438,43 @@ func TestRetriesAreNotStarvedByFreshMail(t *testing.T) {
 		tokens <- struct{}{}
 	}
 	d.waitFor(t, "the fresh mail", func() bool { return q.Depth() == 0 })
+}
+
+func TestMetricsReportDepthByStateAndDomain(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	q := newTestQueue(t, t.TempDir(), WithRegisterer(reg), WithDomainMetrics(1))
+	id := enqueue(t, q, "s@example.org", "a@deep.example")
+	enqueue(t, q, "s@example.org", "b@deep.example", "c@shallow.example")
+	if err := q.Hold(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			name := mf.GetName()
+			for _, l := range m.GetLabel() {
+				name += "/" + l.GetValue()
+			}
+			got[name] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	for name, want := range map[string]float64{
+		"sluice_queue_messages/pending":             1,
+		"sluice_queue_messages/held":                1,
+		"sluice_queue_domain_messages/deep.example": 2,
+		"sluice_queue_domain_messages/other":        1,
+		"sluice_queue_enqueued_total":               2,
+		"sluice_queue_corrupt_records_total":        0,
+	} {
+		if got[name] != want {
+			t.Errorf("%s = %v, want %v", name, got[name], want)
+		}
+	}
+	if _, ok := got["sluice_queue_domain_oldest_seconds/deep.example"]; !ok {
+		t.Error("no oldest-age series for deep.example")
+	}
 }

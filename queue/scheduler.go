@@ -438,8 +438,9 @@ func (q *Queue) record(ctx context.Context, d Deliverer, e *entry, st *msgState,
 			}
 		}
 	}
+	notified := true
 	if len(failed) > 0 {
-		notified := q.notify(ctx, d, e, msg, failed)
+		notified = q.notify(ctx, d, e, msg, failed)
 		if isCorrupt() {
 			return
 		}
@@ -459,7 +460,7 @@ func (q *Queue) record(ctx context.Context, d Deliverer, e *entry, st *msgState,
 	}
 	st.Attempts++
 	st.Last = now.UnixNano()
-	st.Bounce = false
+	st.Bounce = st.Bounce && !notified // an operator's bounce stands until the sender is told
 	st.Next = now.Add(q.backoff(st.Attempts)).UnixNano()
 	q.finish(e, st)
 }

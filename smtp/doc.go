@@ -23,6 +23,7 @@
 //     recorded in the [sluice.Envelope].
 //   - RFC 3207: STARTTLS. RFC 4954: AUTH (PLAIN, RFC 4616; LOGIN).
 //   - RFC 6409 and RFC 8314: submission and implicit-TLS submission.
+//   - RFC 5782: DNS blocklists queried at connect time (WithDNSBL).
 //   - HAProxy's PROXY protocol, versions 1 and 2.
 //
 // Listeners ([Server.ServeKind], [Kind]): KindSMTP (port 25: STARTTLS
@@ -89,5 +90,6 @@
 //   - On Shutdown, a connection between transactions is sent go-smtp's
 //     "421 4.4.2" and closed.
 //   - The "Postmaster" recipient without a domain is not accepted.
-//   - No connect-time DNSBL screening yet.
+//   - The filter chain runs at end of DATA only, not yet at connect, MAIL
+//     and RCPT.
 package smtp

@@ -191,5 +191,10 @@ func (s *Server) admission(c *conn) (*sluice.Reply, string) {
 		return reply, reasonClient
 	}
 	c.setRelease(release)
+	if s.screen != nil && !c.trusted && c.kind == KindSMTP {
+		if reply := s.screen.check(s.ctx, c.remote.Addr()); reply != nil {
+			return reply, reasonDNSBL
+		}
+	}
 	return nil, ""
 }

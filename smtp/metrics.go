@@ -21,6 +21,7 @@ const (
 	reasonConnections = "connections" // the server's connection cap
 	reasonClient      = "client"      // the client's connection cap or rate
 	reasonGate        = "gate"        // the health gate
+	reasonDNSBL       = "dnsbl"       // listed by DNS blocklists
 )
 
 // metrics are the server's Prometheus collectors; nil when no Registerer

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -60,6 +62,7 @@ type config struct {
 	gauges        []gaugeSpec
 	gateInterval  time.Duration
 	proxyNetworks []netip.Prefix
+	dnsbl         dnsblConfig
 
 	// TLS and AUTH.
 	certFile, keyFile string
@@ -108,6 +111,7 @@ func defaultConfig() config {
 		authFailures:  5,
 		authWindow:    10 * time.Minute,
 		gateInterval:  time.Second,
+		dnsbl:         dnsblConfig{timeout: 2 * time.Second},
 	}
 }
 
@@ -332,7 +336,52 @@ func WithAuthenticator(a Authenticator) Option { return func(c *config) { c.auth
 
 // validate checks c and normalises it (lower-cased local domains, masked
 // prefixes).
+// WithDNSBL screens clients of plain SMTP listeners at connect time
+// against DNS blocklists (RFC 5782), asking resolver (host:port). Each zone
+// that lists the client adds its weight; a client whose score reaches
+// threshold gets 554 5.7.1 instead of a greeting. Trusted networks,
+// submission listeners and clients for which a zone does not answer in
+// time (that zone then counts as not listing) are let through. Answers are
+// cached for their TTL (1 minute to 1 hour). Default: no screening.
+func WithDNSBL(resolver string, threshold int, zones ...DNSBL) Option {
+	return func(c *config) {
+		c.dnsbl.resolver, c.dnsbl.threshold, c.dnsbl.zones = resolver, threshold, slices.Clone(zones)
+	}
+}
+
+// WithDNSBLTimeout bounds the blocklist lookups of one connection, all
+// zones together. Default: 2s.
+func WithDNSBLTimeout(d time.Duration) Option { return func(c *config) { c.dnsbl.timeout = d } }
+
+func (c *config) validateDNSBL() error {
+	d := c.dnsbl
+	if d.timeout <= 0 {
+		return fmt.Errorf("smtp: DNSBL timeout %v must be positive", d.timeout)
+	}
+	if len(d.zones) == 0 {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(d.resolver); err != nil {
+		return fmt.Errorf("smtp: DNSBL resolver %q: want host:port", d.resolver)
+	}
+	if d.threshold < 1 {
+		return fmt.Errorf("smtp: DNSBL threshold %d must be at least 1", d.threshold)
+	}
+	for _, z := range d.zones {
+		if err := sluice.CheckDomain(strings.TrimSuffix(z.Zone, "."), false); err != nil {
+			return fmt.Errorf("smtp: DNSBL zone %q: %w", z.Zone, err)
+		}
+		if z.Weight < 1 {
+			return fmt.Errorf("smtp: DNSBL zone %s: weight %d must be at least 1", z.Zone, z.Weight)
+		}
+	}
+	return nil
+}
+
 func (c *config) validate() error {
+	if err := c.validateDNSBL(); err != nil {
+		return err
+	}
 	switch {
 	case c.hostname == "" || strings.ContainsAny(c.hostname, " \t\r\n"):
 		return fmt.Errorf("smtp: hostname %q must be one non-empty word", c.hostname)

@@ -42,6 +42,7 @@ type Server struct {
 	local   map[string]bool // the local domains, lower-cased
 	gate    *gate
 	clients *clients
+	screen  *screen      // nil: no DNSBL screening
 	cert    *certificate // nil without WithCertificate
 	tls     *tls.Config  // nil without a certificate
 
@@ -91,6 +92,9 @@ func New(q Enqueuer, opts ...Option) (*Server, error) {
 		conns:     make(map[*conn]struct{}),
 	}
 	s.clients = newClients(&s.cfg)
+	if len(s.cfg.dnsbl.zones) > 0 {
+		s.screen = newScreen(s.cfg.dnsbl, s.log)
+	}
 	for _, d := range cfg.localDomains {
 		s.local[d] = true
 	}

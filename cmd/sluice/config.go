@@ -48,6 +48,15 @@ type smtpConfig struct {
 	Limits          smtpLimits       `toml:"limits"`
 	Timeouts        smtpTimeouts     `toml:"timeouts"`
 	Gate            smtpGate         `toml:"gate"`
+	DNSBL           smtpDNSBL        `toml:"dnsbl"`
+}
+
+// smtpDNSBL is [smtp.dnsbl]: connect-time blocklist screening.
+type smtpDNSBL struct {
+	Resolver  string   `toml:"resolver"`
+	Threshold *int     `toml:"threshold"`
+	Zones     []string `toml:"zones"` // "zone" or "zone=weight"
+	Timeout   string   `toml:"timeout"`
 }
 
 // listenerConfig is one [[smtp.listener]] table.
@@ -136,6 +145,10 @@ type settings struct {
 	maxRecipients   int
 	listeners       []listenerSetting
 	proxyNetworks   []netip.Prefix
+	dnsblResolver   string
+	dnsblThreshold  int
+	dnsblZones      []smtp.DNSBL
+	dnsblTimeout    time.Duration
 	tlsCert, tlsKey string
 	authUsersFile   string
 	smtpLimits      smtpLimitSettings
@@ -547,6 +560,42 @@ func checkLogFormat(s string) error {
 
 // smtpExtras checks the listeners, TLS, AUTH, PROXY, limits, timeouts and
 // gate of [smtp].
+// dnsbl checks [smtp.dnsbl]: zones as "zone" (weight 1) or "zone=weight",
+// a resolver, and a threshold that defaults to 1.
+func (v *validator) dnsbl(c *smtpDNSBL, s *settings) {
+	s.dnsblTimeout = v.duration("smtp.dnsbl.timeout", c.Timeout)
+	if len(c.Zones) == 0 {
+		if c.Resolver != "" || c.Threshold != nil {
+			v.fail("smtp.dnsbl.zones", "no zones: set smtp.dnsbl.zones or remove [smtp.dnsbl]")
+		}
+		return
+	}
+	for _, z := range c.Zones {
+		name, w, found := strings.Cut(z, "=")
+		weight := 1
+		if found {
+			n, err := strconv.Atoi(w)
+			if err != nil || n < 1 {
+				v.fail("smtp.dnsbl.zones", "bad weight in %q (want zone=N, N at least 1)", z)
+				continue
+			}
+			weight = n
+		}
+		if err := sluice.CheckDomain(name, false); err != nil {
+			v.fail("smtp.dnsbl.zones", "bad zone %q: %v", name, err)
+			continue
+		}
+		s.dnsblZones = append(s.dnsblZones, smtp.DNSBL{Zone: name, Weight: weight})
+	}
+	if s.dnsblResolver = v.hostPort("smtp.dnsbl.resolver", c.Resolver, false); c.Resolver == "" {
+		v.fail("smtp.dnsbl.zones", "set smtp.dnsbl.resolver (host:port of a resolver that may query the lists)")
+	}
+	s.dnsblThreshold = 1
+	if c.Threshold != nil {
+		s.dnsblThreshold = v.positive("smtp.dnsbl.threshold", c.Threshold)
+	}
+}
+
 func (v *validator) smtpExtras(c *smtpConfig, s *settings) {
 	for i, l := range c.Listeners {
 		key := fmt.Sprintf("smtp.listener.%d", i)
@@ -572,6 +621,7 @@ func (v *validator) smtpExtras(c *smtpConfig, s *settings) {
 		}
 		s.proxyNetworks = append(s.proxyNetworks, p.Masked())
 	}
+	v.dnsbl(&c.DNSBL, s)
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		v.fail("smtp.tls_cert", "set smtp.tls_cert and smtp.tls_key together")
 	}

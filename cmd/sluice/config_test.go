@@ -132,6 +132,16 @@ func TestParseConfigErrors(t *testing.T) {
 			want: `sluice.toml:2: log.format: bad format "xml" (want json or text)`,
 		},
 		{
+			name: "DNSBL zone weight",
+			toml: "[smtp.dnsbl]\nresolver = \"127.0.0.1:53\"\nzones = [\"bl.example=0\"]\n",
+			want: `sluice.toml:3: smtp.dnsbl.zones: bad weight in "bl.example=0" (want zone=N, N at least 1)`,
+		},
+		{
+			name: "DNSBL without a resolver",
+			toml: "[smtp.dnsbl]\nzones = [\"bl.example\"]\n",
+			want: "sluice.toml:2: smtp.dnsbl.zones: set smtp.dnsbl.resolver (host:port of a resolver that may query the lists)",
+		},
+		{
 			name: "retry budget out of range",
 			toml: "[queue]\nretry_budget = 1.5\n",
 			want: "sluice.toml:2: queue.retry_budget: 1.5 is out of range [0.01, 1]",

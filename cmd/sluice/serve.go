@@ -394,6 +394,8 @@ func smtpOptions(s *settings, q *queue.Queue, log *slog.Logger, reg prometheus.R
 	add(s.maxMessageSize > 0, smtp.WithMaxMessageBytes(s.maxMessageSize))
 	add(s.maxRecipients > 0, smtp.WithMaxRecipients(s.maxRecipients))
 	add(s.proxyNetworks != nil, smtp.WithProxyNetworks(s.proxyNetworks...))
+	add(s.dnsblZones != nil, smtp.WithDNSBL(s.dnsblResolver, s.dnsblThreshold, s.dnsblZones...))
+	add(s.dnsblTimeout > 0, smtp.WithDNSBLTimeout(s.dnsblTimeout))
 	add(s.tlsCert != "", smtp.WithCertificate(s.tlsCert, s.tlsKey))
 
 	l := s.smtpLimits

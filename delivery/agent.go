@@ -65,10 +65,14 @@ func New(dsn Enqueuer, opts ...Option) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	var cache *dnsCache
+	if cfg.cacheSize > 0 {
+		cache = newDNSCache(cfg.cacheSize, cfg.negTTL, cfg.now)
+	}
 	return &Agent{
 		cfg:     cfg,
 		dsn:     dsn,
-		dns:     &resolver{servers: cfg.resolvers, timeout: cfg.timeouts.DNS},
+		dns:     &resolver{servers: cfg.resolvers, timeout: cfg.timeouts.DNS, cache: cache},
 		metrics: m,
 		log:     cfg.logger.With("component", "delivery"),
 	}, nil
@@ -103,6 +107,15 @@ func (c *config) validate() error {
 	}
 	if c.logger == nil {
 		return errors.New("delivery: nil logger")
+	}
+	if c.cacheSize < 0 {
+		return fmt.Errorf("delivery: DNS cache size %d must not be negative", c.cacheSize)
+	}
+	if c.negTTL < 0 {
+		return fmt.Errorf("delivery: negative TTL %v must not be negative", c.negTTL)
+	}
+	if c.now == nil {
+		return errors.New("delivery: nil clock")
 	}
 	return nil
 }

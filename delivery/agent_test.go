@@ -269,6 +269,9 @@ func TestNewValidates(t *testing.T) {
 		{"max hosts 0", []delivery.Option{delivery.WithMaxHosts(0)}},
 		{"negative timeout", []delivery.Option{delivery.WithTimeouts(delivery.Timeouts{DNS: -1})}},
 		{"nil logger", []delivery.Option{delivery.WithLogger(nil)}},
+		{"negative cache size", []delivery.Option{delivery.WithDNSCache(-1)}},
+		{"negative negative TTL", []delivery.Option{delivery.WithNegativeTTL(-time.Second)}},
+		{"nil clock", []delivery.Option{delivery.WithClock(nil)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

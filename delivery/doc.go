@@ -21,7 +21,11 @@
 //     Auto-Submitted is set.
 //   - RFC 6531: SMTPUTF8 is passed on; a message that needs it is bounced
 //     with 553 5.6.7 when the next hop lacks it.
-//   - RFC 1035: DNS over UDP with a retry over TCP for truncated answers.
+//   - RFC 1035: DNS over UDP with a retry over TCP for truncated answers;
+//     answers are cached for their TTL, in a cache of bounded size.
+//   - RFC 2308: "no such domain" and "no data" answers are cached for the
+//     SOA's negative TTL, capped by [WithNegativeTTL]; failures are never
+//     cached.
 //
 // Deviations and limits:
 //   - BODY=8BITMIME is announced whenever the next hop offers 8BITMIME (the
@@ -32,6 +36,5 @@
 //     are bounced; notifications for UTF-8 addresses use
 //     message/delivery-status rather than RFC 6533 message/global-*.
 //   - TLS is opportunistic only: no MTA-STS (RFC 8461) or DANE (RFC 7672).
-//   - MX results are not cached and there are no per-destination
-//     concurrency or rate limits yet.
+//   - There are no per-destination rate limits yet.
 package delivery

@@ -34,8 +34,9 @@ type Agent struct {
 }
 
 var (
-	_ queue.Deliverer = (*Agent)(nil)
-	_ queue.Bouncer   = (*Agent)(nil)
+	_ queue.Deliverer     = (*Agent)(nil)
+	_ queue.Bouncer       = (*Agent)(nil)
+	_ queue.DelayNotifier = (*Agent)(nil)
 )
 
 // maxParallelDomains bounds the sessions one Deliver call runs at once

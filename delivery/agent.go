@@ -308,6 +308,10 @@ func (a *Agent) logResult(msg *queue.Message, st *rcptState, outcome sluice.Outc
 	if !env.Received.IsZero() {
 		delay = time.Since(env.Received).Round(time.Millisecond)
 	}
+	category := ""
+	if outcome != sluice.OutcomeDelivered {
+		category = string(Categorize(st.reply))
+	}
 	a.log.Info("delivery",
 		"queue_id", env.ID,
 		"from", env.From,
@@ -318,6 +322,7 @@ func (a *Agent) logResult(msg *queue.Message, st *rcptState, outcome sluice.Outc
 		"tls", st.tls,
 		"reply", st.reply.Error(),
 		"result", outcome.String(),
+		"category", category, // "" when delivered
 		// Seconds, as Postfix's delay=: a Duration would log as nanoseconds in JSON.
 		"delay", delay.Seconds(),
 	)

@@ -201,6 +201,8 @@ func (a *Agent) writeDSNStatus(mw *message.Writer, env *sluice.Envelope, fails [
 		fmt.Fprintf(&b, "Status: %s\r\n", dsnStatus(f, kind))
 		if f.Reply != nil {
 			fmt.Fprintf(&b, "Diagnostic-Code: smtp; %s\r\n", oneLine(f.Reply.Error()))
+			// An extension field (RFC 3464 section 2.4): [Categorize].
+			fmt.Fprintf(&b, "X-Sluice-Category: %s\r\n", Categorize(f.Reply))
 		}
 	}
 	if _, err := io.WriteString(pw, b.String()); err != nil {

@@ -141,9 +141,9 @@ func TestBounceBuildsDSN(t *testing.T) {
 	want := []map[string]string{
 		{"Reporting-MTA": "dns; mta.test", "Original-Envelope-Id": "ENV42"},
 		{"Final-Recipient": "rfc822; b@y.test", "Original-Recipient": "rfc822;b@y.test", "Action": "failed",
-			"Status": "5.1.1", "Diagnostic-Code": "smtp; 550 5.1.1 no such user"},
+			"Status": "5.1.1", "Diagnostic-Code": "smtp; 550 5.1.1 no such user", "X-Sluice-Category": "bad-mailbox"},
 		{"Final-Recipient": "rfc822; c@y.test", "Action": "failed", "Status": "4.4.7",
-			"Diagnostic-Code": "smtp; 451 4.4.1 connection refused"},
+			"Diagnostic-Code": "smtp; 451 4.4.1 connection refused", "X-Sluice-Category": "network"},
 	}
 	for i, fields := range want {
 		for k, v := range fields {
@@ -272,7 +272,7 @@ func TestNotifyDelayBuildsDelayedDSN(t *testing.T) {
 	}
 	want := []map[string]string{
 		{"Final-Recipient": "rfc822; b@y.test", "Action": "delayed", "Status": "4.2.2",
-			"Diagnostic-Code": "smtp; 451 4.2.2 mailbox full"},
+			"Diagnostic-Code": "smtp; 451 4.2.2 mailbox full", "X-Sluice-Category": "quota"},
 		{"Final-Recipient": "rfc822; c@y.test", "Action": "delayed", "Status": "4.0.0",
 			"Diagnostic-Code": "smtp; 421 try later"},
 		{"Final-Recipient": "rfc822; d@y.test", "Action": "delayed", "Status": "4.0.0", "Diagnostic-Code": ""},

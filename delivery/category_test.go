@@ -8,7 +8,9 @@ import (
 )
 
 func TestCategorize(t *testing.T) {
-	r := func(code int, ec sluice.EnhancedCode, text string) *sluice.Reply { return sluice.NewReply(code, ec, "%s", text) }
+	r := func(code int, ec sluice.EnhancedCode, text string) *sluice.Reply {
+		return sluice.NewReply(code, ec, "%s", text)
+	}
 	tests := []struct {
 		reply *sluice.Reply
 		want  delivery.Category

@@ -29,6 +29,7 @@ type Agent struct {
 	cfg     config
 	dsn     Enqueuer
 	dns     *resolver
+	limits  *destLimiter
 	metrics *metrics // nil without a Registerer
 	log     *slog.Logger
 }
@@ -74,6 +75,7 @@ func New(dsn Enqueuer, opts ...Option) (*Agent, error) {
 		cfg:     cfg,
 		dsn:     dsn,
 		dns:     &resolver{servers: cfg.resolvers, timeout: cfg.timeouts.DNS, cache: cache},
+		limits:  newDestLimiter(cfg.destConc),
 		metrics: m,
 		log:     cfg.logger.With("component", "delivery"),
 	}, nil
@@ -102,6 +104,9 @@ func (c *config) validate() error {
 	t := c.timeouts
 	if t.Connect < 0 || t.Greeting < 0 || t.Command < 0 || t.Data < 0 || t.DNS < 0 {
 		return fmt.Errorf("delivery: negative timeout in %+v", t)
+	}
+	if c.destConc < 1 {
+		return fmt.Errorf("delivery: destination concurrency %d must be at least 1", c.destConc)
 	}
 	if c.maxHosts < 1 {
 		return fmt.Errorf("delivery: max hosts %d must be at least 1", c.maxHosts)
@@ -227,6 +232,16 @@ func (a *Agent) deliverGroup(ctx context.Context, msg *queue.Message, domain str
 		finishAll(rcpts, replyFor(err))
 		return
 	}
+	dest := domain
+	if a.cfg.smarthost != "" {
+		dest = a.cfg.smarthost
+	}
+	release, err := a.limits.acquire(ctx, dest)
+	if err != nil {
+		finishAll(rcpts, sluice.NewReply(451, sluice.EnhancedCode{4, 4, 5}, "no free session to %s before the deadline", dest))
+		return
+	}
+	defer release()
 	var last error
 	for _, h := range hops {
 		pending := pendingOf(rcpts)

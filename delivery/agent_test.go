@@ -278,6 +278,7 @@ func TestNewValidates(t *testing.T) {
 		{"negative cache size", []delivery.Option{delivery.WithDNSCache(-1)}},
 		{"negative negative TTL", []delivery.Option{delivery.WithNegativeTTL(-time.Second)}},
 		{"nil clock", []delivery.Option{delivery.WithClock(nil)}},
+		{"destination concurrency 0", []delivery.Option{delivery.WithDestinationConcurrency(0)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

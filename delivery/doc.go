@@ -38,5 +38,7 @@
 //     are bounced; notifications for UTF-8 addresses use
 //     message/delivery-status rather than RFC 6533 message/global-*.
 //   - TLS is opportunistic only: no MTA-STS (RFC 8461) or DANE (RFC 7672).
-//   - There are no per-destination rate limits yet.
+//   - Each destination (recipient domain, or the smarthost) has a cap on
+//     concurrent sessions ([WithDestinationConcurrency]); there are no
+//     per-destination rate limits or adaptive backoff yet.
 package delivery

@@ -43,6 +43,7 @@ type config struct {
 	dial       func(ctx context.Context, network, addr string) (net.Conn, error)
 	timeouts   Timeouts
 	maxHosts   int
+	destConc   int           // sessions at once per destination
 	cacheSize  int           // DNS cache entries; 0 disables the cache
 	negTTL     time.Duration // cap on negative DNS caching
 	now        func() time.Time
@@ -69,6 +70,7 @@ func defaultConfig() config {
 			DNS:      10 * time.Second,
 		},
 		maxHosts:  5,
+		destConc:  20,
 		cacheSize: 10000,
 		negTTL:    5 * time.Minute,
 		now:       time.Now,
@@ -178,3 +180,10 @@ func WithNegativeTTL(d time.Duration) Option { return func(c *config) { c.negTTL
 // fake clock to expire entries without waiting.
 // Default: time.Now.
 func WithClock(now func() time.Time) Option { return func(c *config) { c.now = now } }
+
+// WithDestinationConcurrency caps the SMTP sessions open at once to one
+// destination: a recipient domain, or the smarthost. Deliveries beyond
+// the cap wait for a free session until their attempt's deadline, then
+// defer with 451 4.4.5.
+// Default: 20 (as Postfix's default_destination_concurrency_limit).
+func WithDestinationConcurrency(n int) Option { return func(c *config) { c.destConc = n } }

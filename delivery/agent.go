@@ -29,13 +29,15 @@ type Agent struct {
 	cfg     config
 	dsn     Enqueuer
 	dns     *resolver
+	limits  *destLimiter
 	metrics *metrics // nil without a Registerer
 	log     *slog.Logger
 }
 
 var (
-	_ queue.Deliverer = (*Agent)(nil)
-	_ queue.Bouncer   = (*Agent)(nil)
+	_ queue.Deliverer     = (*Agent)(nil)
+	_ queue.Bouncer       = (*Agent)(nil)
+	_ queue.DelayNotifier = (*Agent)(nil)
 )
 
 // maxParallelDomains bounds the sessions one Deliver call runs at once
@@ -65,10 +67,15 @@ func New(dsn Enqueuer, opts ...Option) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	var cache *dnsCache
+	if cfg.cacheSize > 0 {
+		cache = newDNSCache(cfg.cacheSize, cfg.negTTL, cfg.now)
+	}
 	return &Agent{
 		cfg:     cfg,
 		dsn:     dsn,
-		dns:     &resolver{servers: cfg.resolvers, timeout: cfg.timeouts.DNS},
+		dns:     &resolver{servers: cfg.resolvers, timeout: cfg.timeouts.DNS, cache: cache},
+		limits:  newDestLimiter(cfg.destConc),
 		metrics: m,
 		log:     cfg.logger.With("component", "delivery"),
 	}, nil
@@ -98,11 +105,23 @@ func (c *config) validate() error {
 	if t.Connect < 0 || t.Greeting < 0 || t.Command < 0 || t.Data < 0 || t.DNS < 0 {
 		return fmt.Errorf("delivery: negative timeout in %+v", t)
 	}
+	if c.destConc < 1 {
+		return fmt.Errorf("delivery: destination concurrency %d must be at least 1", c.destConc)
+	}
 	if c.maxHosts < 1 {
 		return fmt.Errorf("delivery: max hosts %d must be at least 1", c.maxHosts)
 	}
 	if c.logger == nil {
 		return errors.New("delivery: nil logger")
+	}
+	if c.cacheSize < 0 {
+		return fmt.Errorf("delivery: DNS cache size %d must not be negative", c.cacheSize)
+	}
+	if c.negTTL < 0 {
+		return fmt.Errorf("delivery: negative TTL %v must not be negative", c.negTTL)
+	}
+	if c.now == nil {
+		return errors.New("delivery: nil clock")
 	}
 	return nil
 }
@@ -213,6 +232,16 @@ func (a *Agent) deliverGroup(ctx context.Context, msg *queue.Message, domain str
 		finishAll(rcpts, replyFor(err))
 		return
 	}
+	dest := domain
+	if a.cfg.smarthost != "" {
+		dest = a.cfg.smarthost
+	}
+	release, err := a.limits.acquire(ctx, dest)
+	if err != nil {
+		finishAll(rcpts, sluice.NewReply(451, sluice.EnhancedCode{4, 4, 5}, "no free session to %s before the deadline", dest))
+		return
+	}
+	defer release()
 	var last error
 	for _, h := range hops {
 		pending := pendingOf(rcpts)
@@ -294,6 +323,10 @@ func (a *Agent) logResult(msg *queue.Message, st *rcptState, outcome sluice.Outc
 	if !env.Received.IsZero() {
 		delay = time.Since(env.Received).Round(time.Millisecond)
 	}
+	category := ""
+	if outcome != sluice.OutcomeDelivered {
+		category = string(Categorize(st.reply))
+	}
 	a.log.Info("delivery",
 		"queue_id", env.ID,
 		"from", env.From,
@@ -304,6 +337,7 @@ func (a *Agent) logResult(msg *queue.Message, st *rcptState, outcome sluice.Outc
 		"tls", st.tls,
 		"reply", st.reply.Error(),
 		"result", outcome.String(),
+		"category", category, // "" when delivered
 		// Seconds, as Postfix's delay=: a Duration would log as nanoseconds in JSON.
 		"delay", delay.Seconds(),
 	)

@@ -18,9 +18,11 @@ var errNoSuchDomain = errors.New("no such domain")
 type resolver struct {
 	servers []string
 	timeout time.Duration // per query to one server
+	cache   *dnsCache     // nil: no caching
 }
 
-// lookup returns the answer records of type qtype for name; an empty
+// lookup returns the answer records of type qtype for name, from the
+// cache while they are fresh; an empty
 // slice and no error means the name exists without such records. An
 // NXDOMAIN answer returns errNoSuchDomain; any other failure (SERVFAIL,
 // timeouts, unreachable servers) from every server returns the last error.
@@ -28,6 +30,12 @@ func (r *resolver) lookup(ctx context.Context, name string, qtype uint16) ([]dns
 	fqdn, err := toASCII(name)
 	if err != nil {
 		return nil, err
+	}
+	if e, ok := r.cache.get(fqdn, qtype); ok {
+		if e.nx {
+			return nil, errNoSuchDomain
+		}
+		return e.rrs, nil
 	}
 	m := new(dns.Msg)
 	m.SetQuestion(fqdn, qtype)
@@ -45,8 +53,10 @@ func (r *resolver) lookup(ctx context.Context, name string, qtype uint16) ([]dns
 					out = append(out, rr)
 				}
 			}
+			r.cache.put(fqdn, qtype, out, false, resp)
 			return out, nil
 		case resp.Rcode == dns.RcodeNameError:
+			r.cache.put(fqdn, qtype, nil, true, resp)
 			return nil, errNoSuchDomain
 		default:
 			lastErr = fmt.Errorf("%s %s via %s: %s", dns.TypeToString[qtype], name, srv, dns.RcodeToString[resp.Rcode])

@@ -3,7 +3,8 @@
 // next hops, delivers over SMTP with deadlines on every stage, classifies
 // each recipient's outcome through [sluice.Classify], writes a delivery log
 // record per recipient and attempt, and builds delivery status
-// notifications for final failures (as a [queue.Bouncer]).
+// notifications for final failures (as a [queue.Bouncer]) and for delays
+// (as a [queue.DelayNotifier]).
 //
 // Standards implemented:
 //   - RFC 5321: client side of SMTP; MX selection by preference with
@@ -17,11 +18,16 @@
 //   - RFC 3461: NOTIFY, ORCPT, RET and ENVID are relayed when the next hop
 //     offers DSN, and NOTIFY decides whether a notification is sent.
 //   - RFC 3464 and RFC 3462/6522: notifications are multipart/report
-//     messages with a message/delivery-status part; RFC 3834
-//     Auto-Submitted is set.
+//     messages with a message/delivery-status part (Action: failed, or
+//     delayed with a 4.x.x Status); RFC 3834 Auto-Submitted is set. Delay
+//     notices quote the header only (RFC 3461 section 4.3).
 //   - RFC 6531: SMTPUTF8 is passed on; a message that needs it is bounced
 //     with 553 5.6.7 when the next hop lacks it.
-//   - RFC 1035: DNS over UDP with a retry over TCP for truncated answers.
+//   - RFC 1035: DNS over UDP with a retry over TCP for truncated answers;
+//     answers are cached for their TTL, in a cache of bounded size.
+//   - RFC 2308: "no such domain" and "no data" answers are cached for the
+//     SOA's negative TTL, capped by [WithNegativeTTL]; failures are never
+//     cached.
 //
 // Deviations and limits:
 //   - BODY=8BITMIME is announced whenever the next hop offers 8BITMIME (the
@@ -32,6 +38,7 @@
 //     are bounced; notifications for UTF-8 addresses use
 //     message/delivery-status rather than RFC 6533 message/global-*.
 //   - TLS is opportunistic only: no MTA-STS (RFC 8461) or DANE (RFC 7672).
-//   - MX results are not cached and there are no per-destination
-//     concurrency or rate limits yet.
+//   - Each destination (recipient domain, or the smarthost) has a cap on
+//     concurrent sessions ([WithDestinationConcurrency]); there are no
+//     per-destination rate limits or adaptive backoff yet.
 package delivery

@@ -141,9 +141,9 @@ func TestBounceBuildsDSN(t *testing.T) {
 	want := []map[string]string{
 		{"Reporting-MTA": "dns; mta.test", "Original-Envelope-Id": "ENV42"},
 		{"Final-Recipient": "rfc822; b@y.test", "Original-Recipient": "rfc822;b@y.test", "Action": "failed",
-			"Status": "5.1.1", "Diagnostic-Code": "smtp; 550 5.1.1 no such user"},
+			"Status": "5.1.1", "Diagnostic-Code": "smtp; 550 5.1.1 no such user", "X-Sluice-Category": "bad-mailbox"},
 		{"Final-Recipient": "rfc822; c@y.test", "Action": "failed", "Status": "4.4.7",
-			"Diagnostic-Code": "smtp; 451 4.4.1 connection refused"},
+			"Diagnostic-Code": "smtp; 451 4.4.1 connection refused", "X-Sluice-Category": "network"},
 	}
 	for i, fields := range want {
 		for k, v := range fields {
@@ -210,6 +210,122 @@ func TestBounceEnqueueErrorReturned(t *testing.T) {
 	e.dsn.err = errors.New("disk full")
 	err := bounce(t, e, newMessage(original, "a@x.test", "b@y.test"),
 		queue.Failure{Recipient: sluice.Recipient{Address: "b@y.test"}, Reply: sluice.NewReply(550, sluice.EnhancedCode{5, 1, 1}, "no")})
+	if err == nil || !strings.Contains(err.Error(), "disk full") {
+		t.Errorf("got %v, want the Enqueue error", err)
+	}
+}
+
+func notifyDelay(t *testing.T, e env, msg *queue.Message, delayed ...queue.Failure) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return e.agent.NotifyDelay(ctx, msg, delayed)
+}
+
+func TestNotifyDelayBuildsDelayedDSN(t *testing.T) {
+	e := newAgent(t, delivery.WithResolvers("127.0.0.1:53"))
+	msg := newMessage(original, "a@x.test", "b@y.test", "c@y.test", "d@y.test")
+	msg.Envelope.Ret = "FULL" // ignored: a delay notice returns the header only
+	err := notifyDelay(t, e, msg,
+		queue.Failure{Recipient: sluice.Recipient{Address: "b@y.test"}, Delayed: true,
+			Reply: sluice.NewReply(451, sluice.EnhancedCode{4, 2, 2}, "mailbox full")},
+		queue.Failure{Recipient: sluice.Recipient{Address: "c@y.test"}, Delayed: true,
+			Reply: sluice.NewReply(421, sluice.EnhancedCode{}, "try later")},
+		queue.Failure{Recipient: sluice.Recipient{Address: "d@y.test"}, Delayed: true},
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(e.dsn.envs) != 1 {
+		t.Fatalf("got %d notifications, want 1", len(e.dsn.envs))
+	}
+	if env := e.dsn.envs[0]; env.From != "" || len(env.Recipients) != 1 || env.Recipients[0].Address != "a@x.test" {
+		t.Errorf("notification envelope %+v, want <> -> a@x.test", env)
+	}
+	h, parts := parseDSN(t, e.dsn.msgs[0])
+	ct, params, _ := h.ContentType()
+	if ct != "multipart/report" || params["report-type"] != "delivery-status" {
+		t.Errorf("Content-Type %s %v, want multipart/report; report-type=delivery-status", ct, params)
+	}
+	if got := h.Get("Subject"); !strings.HasPrefix(got, "Delayed Mail") {
+		t.Errorf("Subject %q, want a delay subject", got)
+	}
+	if h.Get("Auto-Submitted") != "auto-replied" {
+		t.Error("no Auto-Submitted: auto-replied")
+	}
+	if len(parts) != 3 {
+		t.Fatalf("got %d parts, want 3", len(parts))
+	}
+	if parts[0].contentType != "text/plain" || !strings.Contains(parts[0].body, "not yet been delivered") ||
+		!strings.Contains(parts[0].body, "<b@y.test>: 451 4.2.2 mailbox full") {
+		t.Errorf("text part %q", parts[0].body)
+	}
+	if parts[1].contentType != "message/delivery-status" {
+		t.Fatalf("second part is %q", parts[1].contentType)
+	}
+	groups := statusGroups(t, parts[1].body)
+	if len(groups) != 4 {
+		t.Fatalf("got %d delivery-status groups, want 4", len(groups))
+	}
+	if got := groups[0].Get("Reporting-MTA"); got != "dns; mta.test" {
+		t.Errorf("Reporting-MTA %q", got)
+	}
+	want := []map[string]string{
+		{"Final-Recipient": "rfc822; b@y.test", "Action": "delayed", "Status": "4.2.2",
+			"Diagnostic-Code": "smtp; 451 4.2.2 mailbox full", "X-Sluice-Category": "quota"},
+		{"Final-Recipient": "rfc822; c@y.test", "Action": "delayed", "Status": "4.0.0",
+			"Diagnostic-Code": "smtp; 421 try later"},
+		{"Final-Recipient": "rfc822; d@y.test", "Action": "delayed", "Status": "4.0.0", "Diagnostic-Code": ""},
+	}
+	for i, fields := range want {
+		for k, v := range fields {
+			if got := groups[i+1].Get(k); got != v {
+				t.Errorf("group %d %s = %q, want %q", i+1, k, got, v)
+			}
+		}
+	}
+	if parts[2].contentType != "text/rfc822-headers" || strings.Contains(parts[2].body, "secret body") {
+		t.Errorf("third part %q %q, want the original header only despite RET=FULL", parts[2].contentType, parts[2].body)
+	}
+}
+
+func TestNotifyDelaySuppressed(t *testing.T) {
+	delayed := func(notify ...string) queue.Failure {
+		return queue.Failure{Recipient: sluice.Recipient{Address: "b@y.test", Notify: notify}, Delayed: true,
+			Reply: sluice.NewReply(451, sluice.EnhancedCode{4, 4, 1}, "no answer")}
+	}
+	tests := []struct {
+		name string
+		from string
+		f    queue.Failure
+		want int
+	}{
+		{"null sender", "", delayed(), 0},
+		{"NOTIFY=NEVER", "a@x.test", delayed("NEVER"), 0},
+		{"NOTIFY=FAILURE", "a@x.test", delayed("FAILURE"), 0},
+		{"NOTIFY=SUCCESS,FAILURE", "a@x.test", delayed("SUCCESS", "FAILURE"), 0},
+		{"NOTIFY=DELAY", "a@x.test", delayed("DELAY"), 1},
+		{"NOTIFY=FAILURE,delay", "a@x.test", delayed("FAILURE", "delay"), 1},
+		{"NOTIFY absent", "a@x.test", delayed(), 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newAgent(t, delivery.WithResolvers("127.0.0.1:53"))
+			if err := notifyDelay(t, e, newMessage(original, tt.from, "b@y.test"), tt.f); err != nil {
+				t.Fatal(err)
+			}
+			if got := len(e.dsn.envs); got != tt.want {
+				t.Errorf("got %d notifications, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestNotifyDelayEnqueueErrorReturned(t *testing.T) {
+	e := newAgent(t, delivery.WithResolvers("127.0.0.1:53"))
+	e.dsn.err = errors.New("disk full")
+	err := notifyDelay(t, e, newMessage(original, "a@x.test", "b@y.test"),
+		queue.Failure{Recipient: sluice.Recipient{Address: "b@y.test"}, Delayed: true})
 	if err == nil || !strings.Contains(err.Error(), "disk full") {
 		t.Errorf("got %v, want the Enqueue error", err)
 	}

@@ -43,6 +43,10 @@ type config struct {
 	dial       func(ctx context.Context, network, addr string) (net.Conn, error)
 	timeouts   Timeouts
 	maxHosts   int
+	destConc   int           // sessions at once per destination
+	cacheSize  int           // DNS cache entries; 0 disables the cache
+	negTTL     time.Duration // cap on negative DNS caching
+	now        func() time.Time
 	tls        *tls.Config // nil: no STARTTLS
 	logger     *slog.Logger
 	registerer prometheus.Registerer
@@ -66,6 +70,10 @@ func defaultConfig() config {
 			DNS:      10 * time.Second,
 		},
 		maxHosts:  5,
+		destConc:  20,
+		cacheSize: 10000,
+		negTTL:    5 * time.Minute,
+		now:       time.Now,
 		tls:       &tls.Config{InsecureSkipVerify: true}, // RFC 7435: encrypt without authenticating
 		logger:    slog.New(slog.DiscardHandler),
 		resolvers: nil, // read from /etc/resolv.conf by New when needed
@@ -153,3 +161,29 @@ func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l }
 // sluice_delivery_attempt_duration_seconds.
 // Default: nil (no metrics).
 func WithRegisterer(r prometheus.Registerer) Option { return func(c *config) { c.registerer = r } }
+
+// WithDNSCache sets how many DNS answers (one per name and record type)
+// the agent keeps, each for its TTL; "no such domain" and "no data"
+// answers are kept too (see [WithNegativeTTL]). Failed lookups are never
+// kept. When the cache is full, expired answers are dropped first, then
+// arbitrary ones. 0 disables the cache.
+// Default: 10000.
+func WithDNSCache(entries int) Option { return func(c *config) { c.cacheSize = entries } }
+
+// WithNegativeTTL caps how long a "no such domain" or "no data" answer is
+// cached: the answer's own negative TTL (RFC 2308: the smaller of the SOA
+// record's TTL and MINIMUM) when it carries a SOA, else d itself.
+// Default: 5m.
+func WithNegativeTTL(d time.Duration) Option { return func(c *config) { c.negTTL = d } }
+
+// WithClock sets the clock that ages DNS cache entries. Tests pass a
+// fake clock to expire entries without waiting.
+// Default: time.Now.
+func WithClock(now func() time.Time) Option { return func(c *config) { c.now = now } }
+
+// WithDestinationConcurrency caps the SMTP sessions open at once to one
+// destination: a recipient domain, or the smarthost. Deliveries beyond
+// the cap wait for a free session until their attempt's deadline, then
+// defer with 451 4.4.5.
+// Default: 20 (as Postfix's default_destination_concurrency_limit).
+func WithDestinationConcurrency(n int) Option { return func(c *config) { c.destConc = n } }

@@ -58,6 +58,8 @@ func (s stage) validate() error {
 		return fmt.Errorf("filter: %s: unknown error policy %v", s.name, s.onError)
 	case !s.onTimeout.valid():
 		return fmt.Errorf("filter: %s: unknown timeout policy %v", s.name, s.onTimeout)
+	case !s.at.valid():
+		return fmt.Errorf("filter: %s: unknown stage %v", s.name, s.at)
 	}
 	return nil
 }
@@ -70,8 +72,26 @@ func (c *Chain) Len() int {
 	return len(c.stages)
 }
 
-// Run passes m through the filters in order and returns the combined
-// verdict. The first Reject, Tempfail or Discard stops the chain; the
+// Has reports whether any filter of c runs at stage st.
+func (c *Chain) Has(st Stage) bool {
+	if c == nil {
+		return false
+	}
+	for _, s := range c.stages {
+		if s.at == st {
+			return true
+		}
+	}
+	return false
+}
+
+// Run runs the filters of [StageData] on m; see [Chain.RunStage].
+func (c *Chain) Run(ctx context.Context, m *Message) Verdict { return c.RunStage(ctx, StageData, m) }
+
+// RunStage passes m through the filters of stage st in order and returns
+// the combined verdict. The caller gives the whole transaction one
+// deadline through ctx (its budget); each filter gets the smaller of that
+// and its own timeout. The first Reject, Tempfail or Discard stops the chain; the
 // headers of every filter that ran accumulate in the verdict. A verdict
 // other than Accept always carries a Reply of the matching class.
 //
@@ -81,12 +101,15 @@ func (c *Chain) Len() int {
 // filter ignores its context. If ctx itself ends (the client went away, the
 // server is closing), Run stops and returns Tempfail whatever the
 // policies say, since nobody decided about the message.
-func (c *Chain) Run(ctx context.Context, m *Message) Verdict {
+func (c *Chain) RunStage(ctx context.Context, st Stage, m *Message) Verdict {
 	if c.Len() == 0 {
 		return Verdict{}
 	}
 	var headers []Header
 	for _, s := range c.stages {
+		if s.at != st {
+			continue
+		}
 		if ctx.Err() != nil {
 			return interrupted(headers)
 		}

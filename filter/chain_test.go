@@ -3,6 +3,7 @@ package filter_test
 import (
 	"context"
 	"errors"
+	"io"
 	"reflect"
 	"strings"
 	"testing"
@@ -228,6 +229,7 @@ func TestNewValidates(t *testing.T) {
 		{"zero timeout", []filter.Option{filter.WithFilter("a", ok, filter.Timeout(0))}, "timeout 0s must be positive"},
 		{"bad policy", []filter.Option{filter.WithFilter("a", ok, filter.OnError(9))}, "unknown error policy"},
 		{"nil logger", []filter.Option{filter.WithLogger(nil)}, "nil logger"},
+		{"bad stage", []filter.Option{filter.WithFilter("a", ok, filter.AtStage(9))}, "unknown stage"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -254,10 +256,47 @@ func TestStrings(t *testing.T) {
 		{filter.PolicyTempfail.String(), "tempfail"},
 		{filter.PolicyAccept.String(), "accept"},
 		{filter.PolicyReject.String(), "reject"},
+		{filter.StageConnect.String(), "connect"},
+		{filter.StageMail.String(), "mail"},
+		{filter.StageRcpt.String(), "rcpt"},
+		{filter.StageData.String(), "data"},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {
 			t.Errorf("got %q, want %q", tt.got, tt.want)
 		}
+	}
+}
+
+// TestRunStageRunsOnlyItsFilters: each stage runs the filters placed at
+// it, in order; Run is the end-of-DATA stage, the default.
+func TestRunStageRunsOnlyItsFilters(t *testing.T) {
+	var mail, rcpt, data int
+	c, err := filter.New(
+		filter.WithFilter("mail", returns(filter.Verdict{Headers: []filter.Header{hdr("X-Mail", "1")}}, nil, &mail), filter.AtStage(filter.StageMail)),
+		filter.WithFilter("rcpt", returns(filter.Verdict{Action: filter.Reject}, nil, &rcpt), filter.AtStage(filter.StageRcpt)),
+		filter.WithFilter("data", returns(filter.Verdict{}, nil, &data)),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Has(filter.StageMail) || c.Has(filter.StageConnect) {
+		t.Errorf("Has(mail) = %v, Has(connect) = %v; want true, false", c.Has(filter.StageMail), c.Has(filter.StageConnect))
+	}
+	ctx := context.Background()
+	if v := c.RunStage(ctx, filter.StageConnect, testMessage()); v.Action != filter.Accept || mail+rcpt+data != 0 {
+		t.Errorf("connect stage: %+v, calls %d %d %d; want accept and no calls", v, mail, rcpt, data)
+	}
+	if v := c.RunStage(ctx, filter.StageMail, testMessage()); v.Action != filter.Accept || len(v.Headers) != 1 || mail != 1 {
+		t.Errorf("mail stage: %+v, calls %d", v, mail)
+	}
+	if v := c.RunStage(ctx, filter.StageRcpt, testMessage()); v.Action != filter.Reject || v.Reply.Code != 550 || rcpt != 1 {
+		t.Errorf("rcpt stage: %+v, calls %d", v, rcpt)
+	}
+	if v := c.Run(ctx, testMessage()); v.Action != filter.Accept || data != 1 || mail != 1 || rcpt != 1 {
+		t.Errorf("Run: %+v, calls %d %d %d; want only the data filter", v, mail, rcpt, data)
+	}
+	if got, _ := io.ReadAll((&filter.Message{}).Reader()); len(got) != 0 {
+		t.Errorf("Reader of a message without a body read %q", got)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"strconv"
+	"strings"
 
 	"github.com/sluicemta/sluice"
 )
@@ -28,9 +29,47 @@ var _ Filter = FilterFunc(nil)
 // Check calls f(ctx, m).
 func (f FilterFunc) Check(ctx context.Context, m *Message) (Verdict, error) { return f(ctx, m) }
 
-// Message is what a filter sees of a message: its envelope and the whole
-// message as received (header and body, CRLF line endings, the trace
-// header of the receiving server included).
+// Stage is the point of an SMTP transaction where a filter runs, before
+// the message is queued, so its verdict is the reply the client gets.
+type Stage int
+
+// The stages. The zero value is StageData.
+const (
+	// StageData runs at the end of DATA, with the whole message.
+	StageData Stage = iota
+	// StageConnect runs when a client connects, before the greeting: the
+	// envelope holds only Client.Addr. A Reject or Tempfail refuses the
+	// connection (554 or 421); Discard means nothing here.
+	StageConnect
+	// StageMail runs at MAIL FROM: the envelope holds the sender and the
+	// client, no recipients. A Reject or Tempfail refuses the sender.
+	StageMail
+	// StageRcpt runs at each RCPT TO: the envelope's last recipient is the
+	// one being checked. A Reject or Tempfail refuses that recipient.
+	StageRcpt
+)
+
+// String returns "data", "connect", "mail" or "rcpt".
+func (s Stage) String() string {
+	switch s {
+	case StageData:
+		return "data"
+	case StageConnect:
+		return "connect"
+	case StageMail:
+		return "mail"
+	case StageRcpt:
+		return "rcpt"
+	}
+	return "Stage(" + strconv.Itoa(int(s)) + ")"
+}
+
+func (s Stage) valid() bool { return s >= StageData && s <= StageRcpt }
+
+// Message is what a filter sees of a message: its envelope and, at
+// [StageData], the whole message as received (header and body, CRLF line
+// endings, the trace header of the receiving server included). At the
+// earlier stages Body is nil and Size 0.
 type Message struct {
 	// Envelope is the SMTP envelope. Filters must not modify it.
 	Envelope *sluice.Envelope
@@ -42,8 +81,13 @@ type Message struct {
 }
 
 // Reader returns a new reader over the whole of m.Body, independent of any
-// other reader.
-func (m *Message) Reader() io.Reader { return io.NewSectionReader(m.Body, 0, m.Size) }
+// other reader (an empty one before StageData).
+func (m *Message) Reader() io.Reader {
+	if m.Body == nil {
+		return strings.NewReader("")
+	}
+	return io.NewSectionReader(m.Body, 0, m.Size)
+}
 
 // Action is what a verdict asks the receiver to do with a message.
 type Action int

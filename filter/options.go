@@ -23,6 +23,7 @@ type stage struct {
 	timeout   time.Duration
 	onError   Policy
 	onTimeout Policy
+	at        Stage
 }
 
 func defaultConfig() config {
@@ -56,6 +57,10 @@ func WithFilter(name string, f Filter, opts ...FilterOption) Option {
 // WithLogger sets the logger for filter failures and timeouts.
 // Default: a logger that discards everything.
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
+
+// AtStage sets the point of the SMTP transaction where the filter runs.
+// Default: StageData (end of DATA, with the whole message).
+func AtStage(st Stage) FilterOption { return func(s *stage) { s.at = st } }
 
 // Timeout sets how long the chain waits for the filter. A filter that has
 // not returned by then is abandoned and its [OnTimeout] policy applies.

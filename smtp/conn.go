@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sluicemta/sluice"
+	"github.com/sluicemta/sluice/filter"
 )
 
 // Transaction states of a connection, kept for Shutdown (which closes a
@@ -41,6 +42,10 @@ type conn struct {
 	remote     netip.AddrPort
 	remoteAddr net.Addr
 	trusted    bool // the client is in the trusted networks
+	// connectHeaders are the headers the connect-stage filters asked for,
+	// added to every message of the connection. Set before go-smtp sees
+	// the connection.
+	connectHeaders []filter.Header
 
 	// outer is the connection replies are written to: this one, or the
 	// TLS connection over it. tlsStarting is set once go-smtp answered

@@ -1,7 +1,6 @@
 package smtp
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -32,18 +31,18 @@ func (s *session) Data(r io.Reader) (err error) {
 	now := time.Now()
 	env := s.env.Clone()
 	env.Received = now
-	env.Client = sluice.ClientInfo{Addr: s.addr, Helo: s.c.Hostname(), AuthUser: s.authUser}
-	if _, ok := s.c.TLSConnectionState(); ok {
-		env.Client.TLS = true
-	}
+	env.Client = s.clientInfo()
 	received := receivedHeader(env, s.srv.cfg.hostname, now)
 	body := &dataReader{r: newStrictReader(r, s.srv.cfg.maxLineLength, s.srv.cfg.maxHops)}
 
 	var reply *sluice.Reply
-	if s.srv.cfg.filters.Len() == 0 {
-		reply = s.enqueue(env, body, io.MultiReader(strings.NewReader(received), body))
-	} else {
+	switch {
+	case s.txDiscard:
+		reply = s.discard(env, body)
+	case s.srv.cfg.filters.Has(filter.StageData):
 		reply = s.filterAndEnqueue(env, body, received)
+	default:
+		reply = s.enqueue(env, body, io.MultiReader(strings.NewReader(received), s.headerBlock(nil), body))
 	}
 	var content *contentError
 	if body.err != nil && !errors.Is(body.err, gosmtp.ErrDataTooLarge) && !errors.As(body.err, &content) {
@@ -135,8 +134,10 @@ func (s *session) filterAndEnqueue(env *sluice.Envelope, data *dataReader, recei
 	}
 	size := int64(len(received)) + data.n
 
-	ctx, cancel := context.WithTimeout(s.ctx, s.srv.cfg.dataTimeout)
-	defer cancel()
+	ctx := s.tx
+	if ctx == nil { // not reached: DATA follows MAIL
+		ctx = s.ctx
+	}
 	v := s.srv.cfg.filters.Run(ctx, &filter.Message{Envelope: env.Clone(), Body: f, Size: size})
 	switch v.Action {
 	case filter.Accept:
@@ -153,20 +154,39 @@ func (s *session) filterAndEnqueue(env *sluice.Envelope, data *dataReader, recei
 		return v.Reply
 	}
 
+	msg := io.MultiReader(
+		strings.NewReader(received),
+		s.headerBlock(v.Headers),
+		io.NewSectionReader(f, int64(len(received)), data.n),
+	)
+	return s.enqueue(env, data, msg)
+}
+
+// headerBlock returns the header fields the filters of the transaction
+// asked for (the earlier stages', then more), ready to prepend.
+func (s *session) headerBlock(more []filter.Header) io.Reader {
 	var hdrs strings.Builder
-	for _, h := range v.Headers {
+	for _, h := range append(append([]filter.Header(nil), s.txHeaders...), more...) {
 		if line, ok := formatHeader(h.Name, h.Value); ok {
 			hdrs.WriteString(line)
 		} else {
 			s.log.Warn("filter header dropped: bad field name", slog.String("name", h.Name))
 		}
 	}
-	msg := io.MultiReader(
-		strings.NewReader(received),
-		strings.NewReader(hdrs.String()),
-		io.NewSectionReader(f, int64(len(received)), data.n),
-	)
-	return s.enqueue(env, data, msg)
+	return strings.NewReader(hdrs.String())
+}
+
+// discard reads the message of a transaction a filter asked to discard
+// and answers success without queueing it.
+func (s *session) discard(env *sluice.Envelope, data *dataReader) *sluice.Reply {
+	io.Copy(io.Discard, data)
+	if data.err != nil {
+		return s.failed(env, data, data.err)
+	}
+	s.srv.metrics.message(resultDiscarded)
+	s.log.LogAttrs(s.ctx, slog.LevelInfo, "message discarded by filter",
+		slog.String("from", env.From), slog.Int("rcpts", len(env.Recipients)), slog.Int64("size", data.n))
+	return sluice.NewReply(250, sluice.EnhancedCode{2, 0, 0}, "discarded")
 }
 
 // dataReader counts the bytes of the message and keeps the first read

@@ -1,7 +1,8 @@
 // Package smtp is the acceptor of sluice: an SMTP server that receives
 // mail from clients, applies the relay policy and protocol limits, runs the
-// pre-queue [filter.Chain] and hands each message to an [Enqueuer] (the
-// queue). It answers "250 2.0.0 queued as <id>" only after Enqueue has made
+// pre-queue [filter.Chain] (at connect, MAIL, RCPT and the end of DATA,
+// within one deadline budget per transaction) and hands each message to an
+// [Enqueuer] (the queue). It answers "250 2.0.0 queued as <id>" only after Enqueue has made
 // the message durable.
 //
 // The protocol itself is spoken by github.com/emersion/go-smtp; this
@@ -90,6 +91,4 @@
 //   - On Shutdown, a connection between transactions is sent go-smtp's
 //     "421 4.4.2" and closed.
 //   - The "Postmaster" recipient without a domain is not accepted.
-//   - The filter chain runs at end of DATA only, not yet at connect, MAIL
-//     and RCPT.
 package smtp

@@ -1,6 +1,7 @@
 package smtp
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sluicemta/sluice"
+	"github.com/sluicemta/sluice/filter"
 )
 
 // Kind is the role of a listener.
@@ -178,6 +180,17 @@ func (l *listener) prepare(c *conn) (net.Conn, error) {
 	return tc, nil
 }
 
+// greetingReply turns a filter's refusal into a reply that may replace
+// the greeting: 554 for a permanent one, 421 for a temporary one (RFC 5321
+// section 3.1), keeping the enhanced code and text.
+func greetingReply(r *sluice.Reply) *sluice.Reply {
+	code := 554
+	if r.Temporary() {
+		code = 421
+	}
+	return &sluice.Reply{Code: code, Enhanced: r.Enhanced, Message: r.Message}
+}
+
 // admission applies the per-client limits and the health gate to a new
 // connection. It returns nil, or the reply refusing it and the reason for
 // the metrics.
@@ -195,6 +208,17 @@ func (s *Server) admission(c *conn) (*sluice.Reply, string) {
 		if reply := s.screen.check(s.ctx, c.remote.Addr()); reply != nil {
 			return reply, reasonDNSBL
 		}
+	}
+	if s.cfg.filters.Has(filter.StageConnect) {
+		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.filterBudget)
+		defer cancel()
+		v := s.cfg.filters.RunStage(ctx, filter.StageConnect, &filter.Message{
+			Envelope: &sluice.Envelope{Client: sluice.ClientInfo{Addr: c.remote}}})
+		switch v.Action {
+		case filter.Reject, filter.Tempfail:
+			return greetingReply(v.Reply), reasonFilter
+		}
+		c.connectHeaders = v.Headers
 	}
 	return nil, ""
 }

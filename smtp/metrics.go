@@ -22,6 +22,7 @@ const (
 	reasonClient      = "client"      // the client's connection cap or rate
 	reasonGate        = "gate"        // the health gate
 	reasonDNSBL       = "dnsbl"       // listed by DNS blocklists
+	reasonFilter      = "filter"      // refused by a connect-stage filter
 )
 
 // metrics are the server's Prometheus collectors; nil when no Registerer

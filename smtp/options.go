@@ -32,6 +32,7 @@ type config struct {
 	dataTimeout     time.Duration
 	writeTimeout    time.Duration
 	filters         *filter.Chain
+	filterBudget    time.Duration
 	tempDir         string
 	logger          *slog.Logger
 	registerer      prometheus.Registerer
@@ -87,6 +88,7 @@ func defaultConfig() config {
 		maxRecipients:   1000,
 		commandTimeout:  2 * time.Minute,
 		dataTimeout:     2 * time.Minute,
+		filterBudget:    4 * time.Minute,
 		writeTimeout:    time.Minute,
 		tempDir:         os.TempDir(),
 		logger:          slog.New(slog.DiscardHandler),
@@ -165,11 +167,22 @@ func WithDataTimeout(d time.Duration) Option { return func(c *config) { c.dataTi
 // Default: 1 minute.
 func WithWriteTimeout(d time.Duration) Option { return func(c *config) { c.writeTimeout = d } }
 
-// WithFilters sets the pre-queue filter chain run on every message before
-// it is queued; its verdict decides the reply to DATA. With filters, the
-// message is spooled to a temporary file first (see [WithTempDir]).
+// WithFilters sets the pre-queue filter chain. Its filters run at the
+// stage each was placed at (filter.AtStage): when a client connects, at
+// MAIL, at each RCPT and at the end of DATA, and their verdicts are the
+// replies the client gets. Headers asked for at any stage are added to the
+// message. With end-of-DATA filters the message is spooled to a temporary
+// file first (see [WithTempDir]).
 // Default: none (messages stream straight into the queue).
 func WithFilters(chain *filter.Chain) Option { return func(c *config) { c.filters = chain } }
+
+// WithFilterBudget sets the time the filters of one transaction may take
+// in all, from MAIL to the end of DATA (and, separately, at connect): the
+// stages share one deadline, so a client waiting on a slow filter gets a
+// 451 4.3.0 before its own timeout (RFC 5321 section 4.5.3.2 suggests 5
+// minutes for MAIL and RCPT). Each filter's own timeout still applies.
+// Default: 4 minutes.
+func WithFilterBudget(d time.Duration) Option { return func(c *config) { c.filterBudget = d } }
 
 // WithTempDir sets the directory where messages are spooled while the
 // filters run. The files are removed when the transaction ends.
@@ -389,7 +402,7 @@ func (c *config) validate() error {
 		return fmt.Errorf("smtp: max message bytes %d must be positive", c.maxMessageBytes)
 	case c.maxRecipients <= 0:
 		return fmt.Errorf("smtp: max recipients %d must be positive", c.maxRecipients)
-	case c.commandTimeout <= 0 || c.dataTimeout <= 0 || c.writeTimeout <= 0:
+	case c.commandTimeout <= 0 || c.dataTimeout <= 0 || c.writeTimeout <= 0 || c.filterBudget <= 0:
 		return errors.New("smtp: timeouts must be positive")
 	case c.logger == nil:
 		return errors.New("smtp: nil logger")

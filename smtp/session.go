@@ -13,6 +13,7 @@ import (
 	gosmtp "github.com/emersion/go-smtp"
 
 	"github.com/sluicemta/sluice"
+	"github.com/sluicemta/sluice/filter"
 )
 
 // backend creates a session for each client that says HELO or EHLO.
@@ -66,6 +67,14 @@ type session struct {
 	cancel context.CancelFunc
 
 	env *sluice.Envelope // the transaction in progress; nil before MAIL
+
+	// The transaction's filter state, from MAIL to the end of DATA: the
+	// budget's deadline (tx), the headers the filters asked for, and
+	// whether one of them asked to discard the message.
+	tx        context.Context
+	txCancel  context.CancelFunc
+	txHeaders []filter.Header
+	txDiscard bool
 }
 
 var _ gosmtp.Session = (*session)(nil)
@@ -85,15 +94,63 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) (err error) {
 			return s.reject("sender", replyBadSender, slog.String("from", from))
 		}
 	}
-	s.env = &sluice.Envelope{
+	env := &sluice.Envelope{
 		From:     from,
 		SMTPUTF8: opts.UTF8,
 		Body:     string(opts.Body),
 		EnvID:    opts.EnvelopeID,
 		Ret:      string(opts.Return),
 	}
+	s.beginTx()
+	if reply := s.runFilters(filter.StageMail, env); reply != nil {
+		s.endTx()
+		return s.reject("sender", reply, slog.String("from", from))
+	}
+	s.env = env
 	s.tc.setState(stateMail)
 	return nil
+}
+
+// beginTx starts a transaction's filter budget and state.
+func (s *session) beginTx() {
+	s.endTx()
+	s.tx, s.txCancel = context.WithTimeout(s.ctx, s.srv.cfg.filterBudget)
+	s.txHeaders = append([]filter.Header(nil), s.tc.connectHeaders...)
+	s.txDiscard = false
+}
+
+func (s *session) endTx() {
+	if s.txCancel != nil {
+		s.txCancel()
+	}
+	s.tx, s.txCancel, s.txHeaders, s.txDiscard = nil, nil, nil, false
+}
+
+// runFilters runs the filters of stage st (MAIL or RCPT) on env, within
+// the transaction's budget, and returns the refusal, or nil. Headers
+// accumulate for the message; a Discard marks the whole transaction.
+func (s *session) runFilters(st filter.Stage, env *sluice.Envelope) *sluice.Reply {
+	if !s.srv.cfg.filters.Has(st) {
+		return nil
+	}
+	env = env.Clone()
+	env.Client = s.clientInfo()
+	v := s.srv.cfg.filters.RunStage(s.tx, st, &filter.Message{Envelope: env})
+	s.txHeaders = append(s.txHeaders, v.Headers...)
+	switch v.Action {
+	case filter.Reject, filter.Tempfail:
+		return v.Reply
+	case filter.Discard:
+		s.txDiscard = true
+	}
+	return nil
+}
+
+// clientInfo describes the client for an envelope.
+func (s *session) clientInfo() sluice.ClientInfo {
+	ci := sluice.ClientInfo{Addr: s.addr, Helo: s.c.Hostname(), AuthUser: s.authUser}
+	_, ci.TLS = s.c.TLSConnectionState()
+	return ci
 }
 
 // Rcpt adds a recipient if its syntax is valid and the relay policy
@@ -118,18 +175,25 @@ func (s *session) Rcpt(to string, opts *gosmtp.RcptOptions) (err error) {
 			r.ORcpt = string(opts.OriginalRecipientType) + ";" + opts.OriginalRecipient
 		}
 	}
+	cand := s.env.Clone()
+	cand.Recipients = append(cand.Recipients, r)
+	if reply := s.runFilters(filter.StageRcpt, cand); reply != nil {
+		return s.reject("recipient", reply, slog.String("from", s.env.From), slog.String("to", to))
+	}
 	s.env.Recipients = append(s.env.Recipients, r)
 	return nil
 }
 
 // Reset ends the transaction (RSET, a new EHLO, or the end of DATA).
 func (s *session) Reset() {
+	s.endTx()
 	s.env = nil
 	s.tc.setState(stateIdle)
 }
 
 // Logout ends the session.
 func (s *session) Logout() error {
+	s.endTx()
 	s.cancel()
 	s.env = nil
 	return nil

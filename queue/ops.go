@@ -71,6 +71,32 @@ func (q *Queue) Stats() Stats {
 	return st
 }
 
+// Oldest returns when the oldest queued message was received, or the zero
+// time if the queue is empty. It is cheap enough for a health check: ids
+// grow with time, so it reads the first envelope key at or after the
+// oldest one it saw before (deleted keys below it are never walked again).
+func (q *Queue) Oldest() time.Time {
+	if q.begin() != nil {
+		return time.Time{}
+	}
+	defer q.calls.Done()
+	q.mu.Lock()
+	floor := q.oldestFloor
+	q.mu.Unlock()
+	var oldest string
+	q.spool.store.Scan(envKey(floor), []byte{pfxEnvelope + 1}, func(k, _ []byte) (bool, error) {
+		oldest = string(k[1:])
+		return false, nil
+	})
+	if oldest == "" {
+		return time.Time{}
+	}
+	q.mu.Lock()
+	q.oldestFloor = max(q.oldestFloor, oldest)
+	q.mu.Unlock()
+	return idTime(oldest)
+}
+
 // ListOptions selects and pages the messages [Queue.List] returns. The
 // zero value lists the first page of every message, oldest first.
 type ListOptions struct {

@@ -478,3 +478,27 @@ func TestMetricsReportDepthByStateAndDomain(t *testing.T) {
 		t.Error("no oldest-age series for deep.example")
 	}
 }
+
+func TestOldest(t *testing.T) {
+	var mu sync.Mutex
+	now := time.UnixMilli(1_800_000_000_000)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	q := newTestQueue(t, t.TempDir(), WithClock(clock))
+	if got := q.Oldest(); !got.IsZero() {
+		t.Errorf("Oldest of an empty queue = %v, want zero", got)
+	}
+	first := enqueue(t, q, "s@example.org", "r@example.com")
+	mu.Lock()
+	now = now.Add(time.Hour)
+	mu.Unlock()
+	enqueue(t, q, "s@example.org", "r@example.com")
+	if got, want := q.Oldest(), time.UnixMilli(1_800_000_000_000); !got.Equal(want) {
+		t.Errorf("Oldest = %v, want %v", got, want)
+	}
+	if err := q.Delete(context.Background(), first); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := q.Oldest(), time.UnixMilli(1_800_000_000_000).Add(time.Hour); !got.Equal(want) {
+		t.Errorf("Oldest after deleting the first = %v, want %v", got, want)
+	}
+}

@@ -36,8 +36,11 @@ type Queue struct {
 	count    counts
 	closed   bool
 	serving  bool
-	started  time.Time     // when Serve began, for the restart spread
-	stop     chan struct{} // closed by Shutdown/Close to stop Serve
+	// oldestFloor is an id at or below the oldest queued message's: new
+	// ids only grow, so Oldest never looks below it again.
+	oldestFloor string
+	started     time.Time     // when Serve began, for the restart spread
+	stop        chan struct{} // closed by Shutdown/Close to stop Serve
 
 	floorMu sync.Mutex // guards floors
 	floors  map[lane]scanFloor

@@ -2,8 +2,8 @@
 // mail from clients, applies the relay policy and protocol limits, runs the
 // pre-queue [filter.Chain] (at connect, MAIL, RCPT and the end of DATA,
 // within one deadline budget per transaction) and hands each message to an
-// [Enqueuer] (the queue). It answers "250 2.0.0 queued as <id>" only after Enqueue has made
-// the message durable.
+// [Enqueuer] (the queue). It answers "250 2.0.0 queued as <id>" only after
+// Enqueue has made the message durable.
 //
 // The protocol itself is spoken by github.com/emersion/go-smtp; this
 // package supplies the policy around it, and a lifecycle like net/http's

@@ -95,6 +95,8 @@ type smtpTimeouts struct {
 type smtpGate struct {
 	QueueDepthHigh *float64 `toml:"queue_depth_high"`
 	QueueDepthLow  *float64 `toml:"queue_depth_low"`
+	QueueAgeHigh   string   `toml:"queue_age_high"`
+	QueueAgeLow    string   `toml:"queue_age_low"`
 	DiskHigh       *float64 `toml:"disk_high"`
 	DiskLow        *float64 `toml:"disk_low"`
 	OpenFilesHigh  *float64 `toml:"open_files_high"`
@@ -201,7 +203,8 @@ type smtpTimeoutSettings struct {
 	stressConnections                                   int
 }
 
-// gateSetting is one gauge of the health gate: "queue_depth", "disk" or
+// gateSetting is one gauge of the health gate: "queue_depth", "queue_age"
+// (seconds), "disk" or
 // "open_files".
 type gateSetting struct {
 	gauge     string
@@ -663,6 +666,7 @@ func (v *validator) smtpExtras(c *smtpConfig, s *settings) {
 	}
 	g := c.Gate
 	v.gauge(s, "queue_depth", g.QueueDepthHigh, g.QueueDepthLow)
+	v.ageGauge(s, g.QueueAgeHigh, g.QueueAgeLow)
 	v.gauge(s, "disk", g.DiskHigh, g.DiskLow)
 	v.gauge(s, "open_files", g.OpenFilesHigh, g.OpenFilesLow)
 }
@@ -676,6 +680,28 @@ func (v *validator) rate(key string, r *float64) float64 {
 		return 0
 	}
 	return *r
+}
+
+// ageGauge checks the watermarks of the oldest-message gauge, given as
+// durations and kept in seconds.
+func (v *validator) ageGauge(s *settings, high, low string) {
+	const key = "smtp.gate.queue_age"
+	if high == "" && low == "" {
+		return
+	}
+	if high == "" || low == "" {
+		v.fail(key+"_high", "set %s_high and %s_low together", key, key)
+		return
+	}
+	h, l := v.duration(key+"_high", high), v.duration(key+"_low", low)
+	if h == 0 || l == 0 {
+		return
+	}
+	if l > h {
+		v.fail(key+"_low", "%v must be at most %s_high (%v)", l, key, h)
+		return
+	}
+	s.gate = append(s.gate, gateSetting{gauge: "queue_age", high: h.Seconds(), low: l.Seconds()})
 }
 
 // gauge checks the watermarks of one gauge of the health gate: both set

@@ -142,6 +142,11 @@ func TestParseConfigErrors(t *testing.T) {
 			want: "sluice.toml:2: smtp.dnsbl.zones: set smtp.dnsbl.resolver (host:port of a resolver that may query the lists)",
 		},
 		{
+			name: "queue age gauge reversed",
+			toml: "[smtp.gate]\nqueue_age_high = \"1h\"\nqueue_age_low = \"2h\"\n",
+			want: "sluice.toml:3: smtp.gate.queue_age_low: 2h0m0s must be at most smtp.gate.queue_age_high (1h0m0s)",
+		},
+		{
 			name: "retry budget out of range",
 			toml: "[queue]\nretry_budget = 1.5\n",
 			want: "sluice.toml:2: queue.retry_budget: 1.5 is out of range [0.01, 1]",

@@ -423,6 +423,13 @@ func smtpOptions(s *settings, q *queue.Queue, log *slog.Logger, reg prometheus.R
 		switch g.gauge {
 		case "queue_depth":
 			gauge = smtp.GaugeFunc(func(context.Context) (float64, error) { return float64(q.Depth()), nil })
+		case "queue_age":
+			gauge = smtp.GaugeFunc(func(context.Context) (float64, error) {
+				if t := q.Oldest(); !t.IsZero() {
+					return time.Since(t).Seconds(), nil
+				}
+				return 0, nil
+			})
 		case "disk":
 			gauge = smtp.DiskUsage(s.spool)
 		case "open_files":

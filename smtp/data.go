@@ -33,7 +33,7 @@ func (s *session) Data(r io.Reader) (err error) {
 	env.Received = now
 	env.Client = s.clientInfo()
 	received := receivedHeader(env, s.srv.cfg.hostname, now)
-	body := &dataReader{r: newStrictReader(r, s.srv.cfg.maxLineLength, s.srv.cfg.maxHops)}
+	body := &dataReader{r: newStrictReader(r, s.srv.cfg.maxLineLength, s.srv.cfg.maxHops, s.srv.cfg.normalizeLineEndings)}
 
 	var reply *sluice.Reply
 	switch {

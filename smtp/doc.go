@@ -78,7 +78,8 @@
 //     and the message is queued without it. A terminator right after such
 //     a line is not seen either, so the transfer ends with the DATA
 //     timeout (421 4.4.2, nothing queued). Never more than one message.
-//   - Bare CR and LF are refused; there is no "normalise" mode yet.
+//   - Bare CR and LF are refused by default; WithNormalizeLineEndings
+//     completes them to CRLF inside the message instead.
 //   - The recipient limit is go-smtp's, so the 452 4.5.3 reply text is
 //     "Maximum limit of N recipients reached" and the limit is advertised
 //     as LIMITS RCPTMAX (RFC 9422).

@@ -141,3 +141,36 @@ func TestCommandsWithoutMailLimit(t *testing.T) {
 	}
 	c.run([]step{{"QUIT", "221 2.0.0"}})
 }
+
+// TestSmugglingNormalized: with WithNormalizeLineEndings, every smuggling
+// variant is one message whose bare line endings became CRLF, and the
+// would-be second transaction is text inside it.
+func TestSmugglingNormalized(t *testing.T) {
+	for _, tt := range []struct{ name, end, want string }{
+		{"LF.LF", "\n.\n", "hello\r\n.\r\n"},
+		{"LF.CRLF", "\n.\r\n", "hello\r\n.\r\n"},
+		{"CR.CR", "\r.\r", "hello\r\n.\r\n"},
+		{"CRCRLF.CRCRLF", "\r\r\n.\r\r\n", "hello\r\n\r\n.\r\n\r\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			q := &recorder{}
+			_, addr := startServer(t, q, smtp.WithNormalizeLineEndings(true))
+			c := dial(t, addr)
+			c.run(append(hello, transaction...))
+			c.send("Subject: hi\r\n\r\nhello" + tt.end + smuggled + ".")
+			c.expect("250 2.0.0 ")
+			c.run([]step{{"QUIT", "221 2.0.0"}})
+			msgs := q.messages()
+			if len(msgs) != 1 || msgs[0].env.From != "alice@example.org" {
+				t.Fatalf("queued %d messages (%+v), want alice's one", len(msgs), msgs)
+			}
+			body := msgs[0].body
+			if !strings.Contains(body, tt.want) || !strings.Contains(body, "mallory@evil.example") {
+				t.Errorf("body %q lacks %q and the smuggled text", body, tt.want)
+			}
+			if strings.Contains(strings.ReplaceAll(body, "\r\n", ""), "\n") || strings.Contains(strings.ReplaceAll(body, "\r\n", ""), "\r") {
+				t.Errorf("body %q still has a bare CR or LF", body)
+			}
+		})
+	}
+}

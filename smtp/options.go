@@ -39,10 +39,11 @@ type config struct {
 	smtputf8        bool
 
 	// Limits of one session.
-	maxLineLength   int
-	maxHops         int
-	maxErrors       int
-	maxIdleCommands int
+	maxLineLength        int
+	normalizeLineEndings bool
+	maxHops              int
+	maxErrors            int
+	maxIdleCommands      int
 
 	// Deadlines other than the command, DATA and write ones.
 	greetingTimeout  time.Duration
@@ -175,6 +176,15 @@ func WithWriteTimeout(d time.Duration) Option { return func(c *config) { c.write
 // file first (see [WithTempDir]).
 // Default: none (messages stream straight into the queue).
 func WithFilters(chain *filter.Chain) Option { return func(c *config) { c.filters = chain } }
+
+// WithNormalizeLineEndings makes a bare CR or LF in message data part of
+// the message, completed to CRLF, instead of refusing the message with
+// 550 5.5.2 and closing the connection. Either way a bare line ending never
+// ends a line or the message for the protocol (SMTP smuggling): only
+// CRLF.CRLF ends DATA. Default: false (refuse, as Postfix and chasquid do).
+func WithNormalizeLineEndings(on bool) Option {
+	return func(c *config) { c.normalizeLineEndings = on }
+}
 
 // WithFilterBudget sets the time the filters of one transaction may take
 // in all, from MAIL to the end of DATA (and, separately, at connect): the

@@ -48,10 +48,18 @@ func errLineTooLong(max int) *contentError {
 // One input escapes the check: go-smtp reads ".\r" followed by a byte
 // other than LF, at the start of a line, as that byte alone, so the CR is
 // never seen here; the message is queued without it (still one message).
+//
+// With normalize set, a bare CR or LF is not refused but completed to
+// CRLF in the message; it still never ends the data (go-smtp decides that
+// before this reader sees the bytes).
 type strictReader struct {
-	r       io.Reader
-	maxLine int // octets per line without CRLF
-	maxHops int // Received fields in the header
+	r         io.Reader
+	maxLine   int  // octets per line without CRLF
+	maxHops   int  // Received fields in the header
+	normalize bool // complete bare CR and LF to CRLF instead of refusing
+
+	one     [1]byte
+	pending []byte // bytes to hand out before reading more (normalize)
 
 	prevCR   bool   // the last byte was a CR
 	lineLen  int    // octets of the current line so far, CR excluded
@@ -61,8 +69,9 @@ type strictReader struct {
 	violated error
 }
 
-func newStrictReader(r io.Reader, maxLine, maxHops int) *strictReader {
-	return &strictReader{r: r, maxLine: maxLine, maxHops: maxHops, name: make([]byte, 0, len(receivedName))}
+func newStrictReader(r io.Reader, maxLine, maxHops int, normalize bool) *strictReader {
+	return &strictReader{r: r, maxLine: maxLine, maxHops: maxHops, normalize: normalize,
+		name: make([]byte, 0, len(receivedName))}
 }
 
 const receivedName = "received:"
@@ -78,17 +87,33 @@ func (s *strictReader) Read(p []byte) (int, error) {
 	}
 	n := 0
 	for n < len(p) {
-		m, err := s.r.Read(p[n : n+1])
+		if len(s.pending) > 0 {
+			k := copy(p[n:], s.pending)
+			n += k
+			s.pending = s.pending[k:]
+			continue
+		}
+		m, err := s.r.Read(s.one[:])
 		if m > 0 {
-			if verr := s.check(p[n : n+1]); verr != nil {
+			out, verr := s.feed(s.one[0])
+			if verr != nil {
 				s.violated = verr
 				return 0, verr
 			}
-			n++
+			s.pending = out
 		}
 		if err == io.EOF && s.prevCR {
-			s.violated = errBareLineEnding
-			return 0, s.violated
+			if !s.normalize {
+				s.violated = errBareLineEnding
+				return 0, s.violated
+			}
+			s.prevCR = false
+			s.pending = append(s.pending, '\n')
+			if verr := s.endLine(); verr != nil {
+				s.violated = verr
+				return 0, verr
+			}
+			err = nil // hand out the LF, then read the EOF again
 		}
 		if errors.Is(err, gosmtp.ErrTooLongLine) {
 			// go-smtp's own limit, above ours: it dropped the bytes read
@@ -96,11 +121,35 @@ func (s *strictReader) Read(p []byte) (int, error) {
 			s.violated = &contentError{errLineTooLong(s.maxLine).reply, true}
 			return 0, s.violated
 		}
-		if err != nil {
+		if err != nil && len(s.pending) == 0 {
 			return n, err
 		}
 	}
 	return n, nil
+}
+
+// feed runs one byte through the state machine and returns the bytes to
+// hand out for it: itself, or with normalize set, itself completed to a
+// CRLF where a line ending was bare.
+func (s *strictReader) feed(c byte) ([]byte, error) {
+	if !s.normalize {
+		return s.one[:], s.check(s.one[:])
+	}
+	var out []byte
+	if s.prevCR && c != '\n' { // a bare CR: complete it, then take c afresh
+		out = append(out, '\n')
+		if err := s.check([]byte{'\n'}); err != nil {
+			return nil, err
+		}
+	}
+	if c == '\n' && !s.prevCR { // a bare LF: put a CR before it
+		out = append(out, '\r')
+		if err := s.check([]byte{'\r'}); err != nil {
+			return nil, err
+		}
+	}
+	out = append(out, c)
+	return out, s.check([]byte{c})
 }
 
 // check runs the state machine over b.

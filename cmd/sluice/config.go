@@ -76,6 +76,7 @@ type smtpLimits struct {
 	MaxCommandsWithoutMail *int     `toml:"max_commands_without_mail"`
 	MaxLineLength          *int     `toml:"max_line_length"`
 	MaxHops                *int     `toml:"max_hops"`
+	NormalizeLineEndings   bool     `toml:"normalize_line_endings"`
 	AuthFailures           *int     `toml:"auth_failures"`
 	AuthWindow             string   `toml:"auth_window"`
 }
@@ -194,6 +195,7 @@ type smtpLimitSettings struct {
 	connBurst, msgBurst     int
 	maxErrors, maxIdle      int
 	maxLineLength, maxHops  int
+	normalize               bool
 	authFailures            int
 	authWindow              time.Duration
 }
@@ -642,6 +644,7 @@ func (v *validator) smtpExtras(c *smtpConfig, s *settings) {
 		maxIdle:       v.positive("smtp.limits.max_commands_without_mail", l.MaxCommandsWithoutMail),
 		maxLineLength: v.positive("smtp.limits.max_line_length", l.MaxLineLength),
 		maxHops:       v.positive("smtp.limits.max_hops", l.MaxHops),
+		normalize:     l.NormalizeLineEndings,
 		authFailures:  v.positive("smtp.limits.auth_failures", l.AuthFailures),
 		authWindow:    v.duration("smtp.limits.auth_window", l.AuthWindow),
 	}

@@ -407,6 +407,7 @@ func smtpOptions(s *settings, q *queue.Queue, log *slog.Logger, reg prometheus.R
 	add(l.maxIdle > 0, smtp.WithMaxCommandsWithoutMail(l.maxIdle))
 	add(l.maxLineLength > 0, smtp.WithMaxLineLength(l.maxLineLength))
 	add(l.maxHops > 0, smtp.WithMaxHops(l.maxHops))
+	add(l.normalize, smtp.WithNormalizeLineEndings(true))
 	add(l.authFailures > 0, smtp.WithAuthFailureLimit(l.authFailures, l.authWindow))
 
 	t := s.smtpTimeouts

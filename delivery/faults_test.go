@@ -149,6 +149,9 @@ func timed(t *testing.T, a *delivery.Agent, msg string, limit time.Duration, rcp
 	if r.Outcome == sluice.OutcomeDeferred && (r.Reply == nil || !r.Reply.Temporary()) {
 		t.Errorf("deferred with reply %v, want a 4xx", r.Reply)
 	}
+	if r.Outcome != sluice.OutcomeDelivered {
+		t.Logf("outcome %v, reply %v", r.Outcome, r.Reply)
+	}
 	return r.Outcome
 }
 
@@ -228,8 +231,13 @@ func TestConnectionFailureMovesToNextMX(t *testing.T) {
 				"bad.mx2.test. 60 IN A 127.0.0.1",
 				"good.mx2.test. 60 IN A 127.0.0.2",
 			)
-			e := newAgent(t, delivery.WithResolvers(srv.Addr()), delivery.WithPort(p))
-			if got := timed(t, e.agent, tt.body, 2*time.Second, "b@mx2.test"); got != sluice.OutcomeDelivered {
+			// The faulty host meets the 200ms deadlines; the good one gets
+			// time to take a 4 MiB body on a loaded, race-instrumented
+			// machine (the reply after the final dot was seen to miss 200ms).
+			slow := fast
+			slow.Data = 5 * time.Second
+			e := newAgent(t, delivery.WithResolvers(srv.Addr()), delivery.WithPort(p), delivery.WithTimeouts(slow))
+			if got := timed(t, e.agent, tt.body, 6*time.Second, "b@mx2.test"); got != sluice.OutcomeDelivered {
 				t.Fatalf("got %v, want delivered through the second MX host", got)
 			}
 			if conns.Load() == 0 {

@@ -125,6 +125,10 @@ type deliveryConfig struct {
 	CommandTimeout  string   `toml:"command_timeout"`
 	DataTimeout     string   `toml:"data_timeout"`
 	DNSTimeout      string   `toml:"dns_timeout"`
+	// DNSCache is the number of DNS answers kept; 0 turns the cache off.
+	DNSCache               *int   `toml:"dns_cache"`
+	NegativeTTL            string `toml:"negative_ttl"`
+	DestinationConcurrency *int   `toml:"destination_concurrency"`
 }
 
 type httpConfig struct {
@@ -175,6 +179,9 @@ type settings struct {
 	command   time.Duration
 	data      time.Duration
 	dns       time.Duration
+	dnsCache  *int // nil: not set (0 is a setting: off)
+	negTTL    time.Duration
+	destConc  int
 
 	httpListen string
 	logLevel   slog.Level
@@ -391,6 +398,8 @@ func (v *validator) settings(fc *fileConfig) *settings {
 		command:   v.duration("delivery.command_timeout", fc.Delivery.CommandTimeout),
 		data:      v.duration("delivery.data_timeout", fc.Delivery.DataTimeout),
 		dns:       v.duration("delivery.dns_timeout", fc.Delivery.DNSTimeout),
+		negTTL:    v.duration("delivery.negative_ttl", fc.Delivery.NegativeTTL),
+		destConc:  v.positive("delivery.destination_concurrency", fc.Delivery.DestinationConcurrency),
 
 		httpListen: v.hostPort("http.listen", fc.HTTP.Listen, true),
 		logFormat:  v.logFormat("log.format", fc.Log.Format),
@@ -413,6 +422,13 @@ func (v *validator) settings(fc *fileConfig) *settings {
 		}
 	}
 	v.smtpExtras(&fc.SMTP, s)
+	if c := fc.Delivery.DNSCache; c != nil {
+		if *c < 0 {
+			v.fail("delivery.dns_cache", "%d must not be negative (0 turns the cache off)", *c)
+		} else {
+			s.dnsCache = c
+		}
+	}
 	if fc.Delivery.Resolvers != nil {
 		for _, r := range fc.Delivery.Resolvers {
 			if a := v.hostPort("delivery.resolvers", r, false); a != "" {

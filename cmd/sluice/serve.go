@@ -371,6 +371,15 @@ func deliveryOptions(s *settings, log *slog.Logger, reg prometheus.Registerer) [
 	if s.mxPort > 0 {
 		opts = append(opts, delivery.WithPort(s.mxPort))
 	}
+	if s.dnsCache != nil {
+		opts = append(opts, delivery.WithDNSCache(*s.dnsCache))
+	}
+	if s.negTTL > 0 {
+		opts = append(opts, delivery.WithNegativeTTL(s.negTTL))
+	}
+	if s.destConc > 0 {
+		opts = append(opts, delivery.WithDestinationConcurrency(s.destConc))
+	}
 	// Zero fields keep the library's defaults.
 	opts = append(opts, delivery.WithTimeouts(delivery.Timeouts{
 		Connect: s.connect, Greeting: s.greeting, Command: s.command, Data: s.data, DNS: s.dns,

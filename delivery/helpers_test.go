@@ -23,11 +23,16 @@ import (
 
 // fast are the timeouts of every test agent: a hung peer costs 200ms.
 var fast = delivery.Timeouts{
-	Connect:  200 * time.Millisecond,
-	Greeting: 200 * time.Millisecond,
-	Command:  200 * time.Millisecond,
-	Data:     200 * time.Millisecond,
-	DNS:      200 * time.Millisecond,
+	Connect:   200 * time.Millisecond,
+	Greeting:  200 * time.Millisecond,
+	Hello:     200 * time.Millisecond,
+	StartTLS:  200 * time.Millisecond,
+	Mail:      200 * time.Millisecond,
+	Rcpt:      200 * time.Millisecond,
+	DataStart: 200 * time.Millisecond,
+	Data:      200 * time.Millisecond,
+	Command:   200 * time.Millisecond,
+	DNS:       200 * time.Millisecond,
 }
 
 // recorder is an Enqueuer that keeps what it is given.
@@ -104,6 +109,7 @@ func newAgent(t *testing.T, opts ...delivery.Option) env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { a.Close() })
 	e.agent = a
 	return e
 }

@@ -13,7 +13,7 @@ type Category string
 
 // The categories of [Categorize].
 const (
-	CategoryNone       Category = ""           // delivered, or no reply
+	CategoryNone       Category = ""            // delivered, or no reply
 	CategoryBadMailbox Category = "bad-mailbox" // no such user, disabled mailbox
 	CategoryRouting    Category = "routing"     // no such domain, null MX, unroutable
 	CategoryQuota      Category = "quota"       // mailbox full, over quota

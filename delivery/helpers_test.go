@@ -221,3 +221,53 @@ func (f *failingReader) Read(p []byte) (int, error) {
 var errDamaged = errors.New("checksum mismatch")
 
 func bufioReader(s string) *bufio.Reader { return bufio.NewReader(strings.NewReader(s)) }
+
+// clock is a settable clock for WithClock.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *clock { return &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// dialer records the addresses the agent dials and redirects some of them
+// (such as "[::1]:25") to real listeners.
+type dialer struct {
+	mu       sync.Mutex
+	redirect map[string]string
+	dialed   []string
+	sources  []string
+}
+
+func (d *dialer) dial(ctx context.Context, network, laddr, raddr string) (net.Conn, error) {
+	d.mu.Lock()
+	d.dialed = append(d.dialed, raddr)
+	d.sources = append(d.sources, laddr)
+	if to, ok := d.redirect[raddr]; ok {
+		raddr = to
+	}
+	d.mu.Unlock()
+	var nd net.Dialer
+	if laddr != "" {
+		nd.LocalAddr = &net.TCPAddr{IP: net.ParseIP(laddr)}
+	}
+	return nd.DialContext(ctx, network, raddr)
+}
+
+func (d *dialer) Dialed() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]string(nil), d.dialed...)
+}

@@ -103,3 +103,74 @@ func TestResolverFallback(t *testing.T) {
 		t.Error("first resolver was never asked")
 	}
 }
+
+func TestMXEqualPreferenceRandomised(t *testing.T) {
+	a, b := newSink(t), newSink(t)
+	srv := newDNS(t,
+		"eq.test. 60 IN MX 10 a.eq.test.",
+		"eq.test. 60 IN MX 10 b.eq.test.",
+		"eq.test. 60 IN MX 20 backup.eq.test.",
+		"a.eq.test. 60 IN A 192.0.2.1",
+		"b.eq.test. 60 IN A 192.0.2.2",
+		"backup.eq.test. 60 IN A 192.0.2.3",
+	)
+	d := &dialer{redirect: map[string]string{"192.0.2.1:25": a.Addr(), "192.0.2.2:25": b.Addr()}}
+	// One message per connection, so that reuse does not pick the host.
+	e := newAgent(t, delivery.WithResolvers(srv.Addr()), delivery.WithDialer(d.dial),
+		delivery.WithShaping(delivery.Shaping{MaxPerConnection: 1}))
+	const n = 40
+	for range n {
+		if r := deliver(t, e.agent, newMessage("x: y\r\n\r\nhi\r\n", "a@x.test", "b@eq.test"))[0]; r.Outcome != sluice.OutcomeDelivered {
+			t.Fatalf("got %v %v", r.Outcome, r.Reply)
+		}
+	}
+	if a.Count() == 0 || b.Count() == 0 || a.Count()+b.Count() != n {
+		t.Errorf("hosts of equal preference got %d and %d of %d messages, want both some", a.Count(), b.Count(), n)
+	}
+	for _, addr := range d.Dialed() {
+		if addr == "192.0.2.3:25" {
+			t.Error("the backup MX was dialed while a preferred one was up")
+		}
+	}
+}
+
+func TestMXHostCapAndIPv6(t *testing.T) {
+	sink := newSink(t)
+	srv := newDNS(t,
+		"cap.test. 60 IN MX 10 one.cap.test.",
+		"cap.test. 60 IN MX 20 two.cap.test.",
+		"cap.test. 60 IN MX 30 three.cap.test.",
+		"one.cap.test. 60 IN A 192.0.2.1",
+		"one.cap.test. 60 IN AAAA 2001:db8::1",
+		"two.cap.test. 60 IN AAAA 2001:db8::2",
+		"three.cap.test. 60 IN A 192.0.2.3",
+		"v6.test. 60 IN AAAA 2001:db8::6",
+	)
+	// Nothing listens behind the documentation addresses except where
+	// redirected: the hosts refuse at once.
+	refused := newSink(t)
+	refusedAddr := refused.Addr()
+	refused.Close()
+	d := &dialer{redirect: map[string]string{
+		"192.0.2.1:25": refusedAddr, "[2001:db8::1]:25": refusedAddr, "[2001:db8::2]:25": refusedAddr,
+		"192.0.2.3:25": sink.Addr(), "[2001:db8::6]:25": sink.Addr(),
+	}}
+	e := newAgent(t, delivery.WithResolvers(srv.Addr()), delivery.WithDialer(d.dial), delivery.WithMaxHosts(3),
+		delivery.WithDeadHostTime(0))
+	r := deliver(t, e.agent, newMessage("x: y\r\n\r\nhi\r\n", "a@x.test", "b@cap.test"))[0]
+	if r.Outcome != sluice.OutcomeDeferred {
+		t.Errorf("got %v %v, want deferred: the only working host is the fourth address", r.Outcome, r.Reply)
+	}
+	want := []string{"192.0.2.1:25", "[2001:db8::1]:25", "[2001:db8::2]:25"}
+	if got := d.Dialed(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("dialed %v, want %v (preference order, IPv4 first, at most 3)", got, want)
+	}
+
+	r = deliver(t, e.agent, newMessage("x: y\r\n\r\nhi\r\n", "a@x.test", "b@v6.test"))[0]
+	if r.Outcome != sluice.OutcomeDelivered {
+		t.Fatalf("IPv6-only implicit MX: got %v %v, want delivered", r.Outcome, r.Reply)
+	}
+	if got := e.logs.records(t, "delivery")[1]["ip"]; got != "[2001:db8::6]:25" {
+		t.Errorf("log ip = %v, want [2001:db8::6]:25", got)
+	}
+}

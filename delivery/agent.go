@@ -378,6 +378,10 @@ func (a *Agent) deliverGroup(ctx context.Context, msg *queue.Message, g *group) 
 			cn = nil
 			continue
 		}
+		if cn.hung {
+			a.hopFailed(ctx, msg, t, &hopError{h: cn.h, phase: "DATA", err: errors.New("no reply after end of data"), unreachable: true})
+			continue
+		}
 		t.dest.success()
 		a.shaper.markAlive(cn.h.addr)
 	}

@@ -11,6 +11,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -245,6 +246,10 @@ func (c *clock) Advance(d time.Duration) {
 // dialer records the addresses the agent dials and redirects some of them
 // (such as "[::1]:25") to real listeners.
 type dialer struct {
+	// writeBuffer, if set, is the send buffer size of every connection,
+	// so that a peer that stops reading blocks the client's writes early.
+	writeBuffer int
+
 	mu       sync.Mutex
 	redirect map[string]string
 	dialed   []string
@@ -263,7 +268,11 @@ func (d *dialer) dial(ctx context.Context, network, laddr, raddr string) (net.Co
 	if laddr != "" {
 		nd.LocalAddr = &net.TCPAddr{IP: net.ParseIP(laddr)}
 	}
-	return nd.DialContext(ctx, network, raddr)
+	c, err := nd.DialContext(ctx, network, raddr)
+	if err == nil && d.writeBuffer > 0 {
+		err = c.(*net.TCPConn).SetWriteBuffer(d.writeBuffer)
+	}
+	return c, err
 }
 
 func (d *dialer) Dialed() []string {
@@ -271,3 +280,72 @@ func (d *dialer) Dialed() []string {
 	defer d.mu.Unlock()
 	return append([]string(nil), d.dialed...)
 }
+
+// fakeServer accepts connections on addr and runs handle for each in its
+// own goroutine; it stops them all at cleanup. It returns the listening
+// address and a counter of accepted connections.
+func fakeServer(t *testing.T, addr string, handle func(c net.Conn, r *bufio.Reader)) (string, *atomic.Int64) {
+	t.Helper()
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var accepted atomic.Int64
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second)) // bounds a forgotten peer
+				handle(c, bufio.NewReader(c))
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return l.Addr().String(), &accepted
+}
+
+// converse plays a server's side of an SMTP dialogue: for each step it
+// writes the reply, then reads one command line (none after the last).
+// It returns false when the client went away.
+func converse(c net.Conn, r *bufio.Reader, replies ...string) bool {
+	for i, reply := range replies {
+		if reply != "" {
+			if _, err := io.WriteString(c, reply+"\r\n"); err != nil {
+				return false
+			}
+		}
+		if i == len(replies)-1 {
+			break
+		}
+		if _, err := r.ReadString('\n'); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// waitClosed blocks until the client closes the connection.
+func waitClosed(r *bufio.Reader) { _, _ = io.Copy(io.Discard, r) }

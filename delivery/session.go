@@ -80,6 +80,7 @@ type conn struct {
 	local  string // local address, host:port
 	msgs   int    // transactions completed
 	broken bool   // an error left the connection unusable
+	hung   bool   // the peer stopped answering after the final dot
 
 	timer *time.Timer // idle timer; guarded by the destination's mu
 }
@@ -355,7 +356,8 @@ func (cn *conn) data(msg *queue.Message, accepted []*rcptState) error {
 		}
 		// The next hop may have the message already: retry later rather
 		// than at another address now.
-		cn.broken = true
+		var ne net.Error
+		cn.broken, cn.hung = true, errors.As(err, &ne) && ne.Timeout()
 		finishAll(accepted, sluice.NewReply(451, sluice.EnhancedCode{4, 4, 2},
 			"%s: no reply after end of data: %v", cn.h, err))
 		return nil

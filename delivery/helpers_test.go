@@ -349,3 +349,37 @@ func converse(c net.Conn, r *bufio.Reader, replies ...string) bool {
 
 // waitClosed blocks until the client closes the connection.
 func waitClosed(r *bufio.Reader) { _, _ = io.Copy(io.Discard, r) }
+
+// acceptOne plays a server that accepts one message per connection and
+// then answers only QUIT (anything else closes the connection).
+func acceptOne(c net.Conn, r *bufio.Reader) {
+	if !converse(c, r, "220 one.test ESMTP", "250 one.test", "250 ok", "250 ok", "354 go") {
+		return
+	}
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		if line == ".\r\n" {
+			break
+		}
+	}
+	if !converse(c, r, "250 2.0.0 queued", "") {
+		return
+	}
+	// converse read the next command: answer it if it is QUIT.
+	io.WriteString(c, "221 bye\r\n")
+}
+
+// eventually polls cond until it holds or 5s pass.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

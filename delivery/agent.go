@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -439,7 +440,10 @@ func (a *Agent) hopFailed(ctx context.Context, msg *queue.Message, t *target, er
 	a.log.DebugContext(ctx, "next hop failed", "queue_id", msg.Envelope.ID, "destination", t.dest.key, "err", err)
 }
 
-// liveHops returns hops without the addresses in the dead-host memory.
+// liveHops returns hops without the addresses in the dead-host memory,
+// and with suspect addresses (a connection still waits for their greeting
+// after a quarter of the greeting timeout) after the others of their
+// preference.
 func (a *Agent) liveHops(hops []hop) []hop {
 	var out []hop
 	for _, h := range hops {
@@ -447,7 +451,32 @@ func (a *Agent) liveHops(hops []hop) []hop {
 			out = append(out, h)
 		}
 	}
+	after := a.cfg.timeouts.Greeting / 4
+	suspect := make(map[netip.AddrPort]bool)
+	for _, h := range out {
+		if a.shaper.suspect(h.addr, after) {
+			suspect[h.addr] = true
+		}
+	}
+	if len(suspect) > 0 {
+		// Hops are in preference order: a stable sort on (pref,
+		// suspect) keeps both that order and the random order within a
+		// preference.
+		slices.SortStableFunc(out, func(x, y hop) int {
+			if x.pref != y.pref {
+				return x.pref - y.pref
+			}
+			return boolInt(suspect[x.addr]) - boolInt(suspect[y.addr])
+		})
+	}
 	return out
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func hopNames(hops []hop) string {

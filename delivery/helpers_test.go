@@ -170,7 +170,7 @@ func deliver(t *testing.T, a *delivery.Agent, msg *queue.Message) []queue.Result
 }
 
 // hangListener accepts connections on addr and never writes to them.
-func hangListener(t *testing.T, addr string) string {
+func hangListener(t testing.TB, addr string) string {
 	t.Helper()
 	l, err := net.Listen("tcp", addr)
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 type hop struct {
 	name string         // host name (MX target, smarthost name or literal)
 	addr netip.AddrPort // where to connect
+	pref int            // hops of equal pref are interchangeable
 }
 
 func (h hop) String() string { return fmt.Sprintf("%s[%s]", h.name, h.addr) }
@@ -121,7 +122,7 @@ func (a *Agent) resolveHosts(ctx context.Context, hosts []mxHost, port int) ([]h
 			lastErr = err
 		}
 		for _, ip := range addrs {
-			hops = append(hops, hop{name: h.name, addr: netip.AddrPortFrom(ip, uint16(port))})
+			hops = append(hops, hop{name: h.name, addr: netip.AddrPortFrom(ip, uint16(port)), pref: int(h.pref)})
 		}
 	}
 	if len(hops) > a.cfg.maxHosts {
@@ -180,7 +181,11 @@ func (a *Agent) resolveAddrs(ctx context.Context, name string) ([]netip.Addr, er
 func (a *Agent) poolRoute(ctx context.Context, p *Pool) ([]hop, error) {
 	var hops []hop
 	var lastErr error
-	for _, h := range p.order() {
+	for i, h := range p.order() {
+		pref := i // failover: an order, not a choice
+		if p.Strategy == Spread {
+			pref = 0
+		}
 		host, portStr, _ := net.SplitHostPort(h.Addr) // validated by NewRoutes
 		port, _ := strconv.Atoi(portStr)
 		addrs, err := a.resolveAddrs(ctx, host)
@@ -188,7 +193,7 @@ func (a *Agent) poolRoute(ctx context.Context, p *Pool) ([]hop, error) {
 			lastErr = err
 		}
 		for _, ip := range addrs {
-			hops = append(hops, hop{name: host, addr: netip.AddrPortFrom(ip, uint16(port))})
+			hops = append(hops, hop{name: host, addr: netip.AddrPortFrom(ip, uint16(port)), pref: pref})
 		}
 	}
 	if len(hops) > 0 {

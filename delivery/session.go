@@ -90,6 +90,8 @@ type conn struct {
 // chain means the handshake failed and a plain retry may work.
 func (a *Agent) open(ctx context.Context, h hop, pol policy, useTLS bool) (*conn, error) {
 	t := a.cfg.timeouts
+	opened := a.shaper.beginOpen(h.addr)
+	defer opened() // after the greeting at the latest
 	dctx, cancel := context.WithTimeout(ctx, t.Connect)
 	raw, err := a.cfg.dial(dctx, "tcp", pol.source, h.addr.String())
 	cancel()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -266,7 +267,7 @@ func (d *destination) failure() []*conn {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.fails++
-	d.credit--
+	d.credit = min(d.credit, 0) - 1 // pending growth is forfeit
 	if d.credit <= -1 {
 		d.credit = 0
 		d.window = max(1, d.window-1)
@@ -305,9 +306,10 @@ type shaper struct {
 
 	closed atomic.Bool // set by closeAll
 
-	mu    sync.Mutex // guards dests and dead
-	dests map[string]*destination
-	dead  map[netip.AddrPort]time.Time // address -> skip until
+	mu      sync.Mutex // guards dests, dead and opening
+	dests   map[string]*destination
+	dead    map[netip.AddrPort]time.Time   // address -> skip until
+	opening map[netip.AddrPort][]time.Time // address -> starts of opens without a greeting yet
 }
 
 // maxIdleDestinations bounds the destinations kept without connections.
@@ -315,7 +317,8 @@ const maxIdleDestinations = 10000
 
 func newShaper(s Shaping, deadTime time.Duration, now func() time.Time) *shaper {
 	return &shaper{s: s, now: now, deadTime: deadTime,
-		dests: make(map[string]*destination), dead: make(map[netip.AddrPort]time.Time)}
+		dests: make(map[string]*destination), dead: make(map[netip.AddrPort]time.Time),
+		opening: make(map[netip.AddrPort][]time.Time)}
 }
 
 func (sh *shaper) dest(key string) *destination {
@@ -378,6 +381,38 @@ func (sh *shaper) isDead(addr netip.AddrPort) bool {
 		return false
 	}
 	return ok
+}
+
+// beginOpen records that a connection to addr is being opened and
+// returns the function that records its end (greeting read or failed).
+func (sh *shaper) beginOpen(addr netip.AddrPort) func() {
+	sh.mu.Lock()
+	start := sh.now()
+	sh.opening[addr] = append(sh.opening[addr], start)
+	sh.mu.Unlock()
+	return func() {
+		sh.mu.Lock()
+		defer sh.mu.Unlock()
+		starts := sh.opening[addr]
+		if i := slices.Index(starts, start); i >= 0 {
+			starts = slices.Delete(starts, i, i+1)
+		}
+		if len(starts) == 0 {
+			delete(sh.opening, addr)
+		} else {
+			sh.opening[addr] = starts
+		}
+	}
+}
+
+// suspect reports whether a connection to addr has waited for its
+// greeting longer than after: the host may be hung (seed 001), so new
+// sessions prefer its equals until it is proven either way.
+func (sh *shaper) suspect(addr netip.AddrPort, after time.Duration) bool {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	starts := sh.opening[addr]
+	return len(starts) > 0 && sh.now().Sub(starts[0]) > after
 }
 
 // closeAll closes every idle connection, for Agent.Close.

@@ -50,17 +50,17 @@ func Categorize(r *sluice.Reply) Category {
 	}
 	ec := r.Enhanced
 	switch {
-	case ec[1] == 1 && (ec[2] == 1 || ec[2] == 6):
-		return CategoryBadMailbox
-	case ec[1] == 1 && (ec[2] == 2 || ec[2] == 10):
+	case ec[1] == 1 && (ec[2] == 2 || ec[2] == 10): // bad domain, null MX
 		return CategoryRouting
+	case ec[1] == 1: // addressing: bad mailbox, moved, ambiguous
+		return CategoryBadMailbox
 	case ec[1] == 2 && ec[2] == 2:
 		return CategoryQuota
-	case ec[1] == 2 && ec[2] == 1:
-		return CategoryBadMailbox // mailbox disabled
-	case ec[1] == 2 || ec[1] == 3 && ec[2] == 4:
-		return CategoryContent // mailbox or system size limits
-	case ec[1] == 4 && (ec[2] == 1 || ec[2] == 2):
+	case ec[1] == 2 && ec[2] == 3, ec[1] == 3 && ec[2] == 4: // too large
+		return CategoryContent
+	case ec[1] == 2: // mailbox disabled or otherwise unavailable
+		return CategoryBadMailbox
+	case ec[1] == 4 && (ec[2] == 1 || ec[2] == 2): // no answer, bad connection
 		return CategoryNetwork
 	case ec[1] == 4:
 		return CategoryRouting
@@ -68,12 +68,8 @@ func Categorize(r *sluice.Reply) Category {
 		return CategoryProtocol
 	case ec[1] == 6:
 		return CategoryContent
-	case ec[1] == 7 && (ec[2] == 1 || ec[2] == 0):
-		return CategoryPolicy
 	case ec[1] == 7:
 		return CategoryPolicy
-	case ec[1] == 1:
-		return CategoryBadMailbox
 	}
 	switch r.Code {
 	case 421:

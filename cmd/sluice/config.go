@@ -17,6 +17,7 @@ import (
 	"github.com/pelletier/go-toml/v2/unstable"
 
 	"github.com/sluicemta/sluice"
+	"github.com/sluicemta/sluice/delivery"
 )
 
 // fileConfig is the TOML configuration file. A field left out of the file
@@ -50,14 +51,25 @@ type queueConfig struct {
 }
 
 type deliveryConfig struct {
-	Smarthost       string   `toml:"smarthost"`
-	Resolvers       []string `toml:"resolvers"`
-	MXPort          *int     `toml:"mx_port"`
-	ConnectTimeout  string   `toml:"connect_timeout"`
-	GreetingTimeout string   `toml:"greeting_timeout"`
-	CommandTimeout  string   `toml:"command_timeout"`
-	DataTimeout     string   `toml:"data_timeout"`
-	DNSTimeout      string   `toml:"dns_timeout"`
+	Smarthost        string        `toml:"smarthost"`
+	Resolvers        []string      `toml:"resolvers"`
+	MXPort           *int          `toml:"mx_port"`
+	ConnectTimeout   string        `toml:"connect_timeout"`
+	GreetingTimeout  string        `toml:"greeting_timeout"`
+	HelloTimeout     string        `toml:"hello_timeout"`
+	StartTLSTimeout  string        `toml:"starttls_timeout"`
+	MailTimeout      string        `toml:"mail_timeout"`
+	RcptTimeout      string        `toml:"rcpt_timeout"`
+	DataStartTimeout string        `toml:"data_start_timeout"`
+	CommandTimeout   string        `toml:"command_timeout"`
+	DataTimeout      string        `toml:"data_timeout"`
+	DNSTimeout       string        `toml:"dns_timeout"`
+	DNSCache         *int          `toml:"dns_cache"`
+	DeadHostTime     string        `toml:"dead_host_time"`
+	ShapeBy          string        `toml:"shape_by"`
+	Shaping          shapingConfig `toml:"shaping"`
+	Pools            []poolConfig  `toml:"pool"`
+	Routes           []routeConfig `toml:"route"`
 }
 
 type httpConfig struct {
@@ -90,13 +102,26 @@ type settings struct {
 	mxPort    int
 	connect   time.Duration
 	greeting  time.Duration
+	hello     time.Duration
+	startTLS  time.Duration
+	mail      time.Duration
+	rcpt      time.Duration
+	dataStart time.Duration
 	command   time.Duration
 	data      time.Duration
 	dns       time.Duration
+	dnsCache  *int // nil: not set
+	deadHost  time.Duration
+	shapeBy   delivery.ShapeKey
+	shaping   delivery.Shaping // zero fields: not set
+	routes    *delivery.Routes // nil: no routes table
 
 	httpListen string
 	logLevel   slog.Level
 	logFormat  string
+
+	configFile string           // the file read, for reloads; "" if none
+	reload     <-chan os.Signal // SIGHUP: reload the routes; nil in tests of parseConfig
 }
 
 // configError is an operator's mistake in the configuration file, located
@@ -179,7 +204,8 @@ func friendlyTypeError(msg string) string {
 	if m == nil {
 		return msg
 	}
-	want := map[string]string{"string": "a string", "int": "an integer", "*int": "an integer", "*int64": "an integer", "[]string": "an array of strings"}[m[2]]
+	want := map[string]string{"string": "a string", "int": "an integer", "*int": "an integer", "*int64": "an integer",
+		"[]string": "an array of strings", "[]int": "an array of integers", "float64": "a number"}[m[2]]
 	if want == "" {
 		want = "another type"
 	}
@@ -194,11 +220,22 @@ func keyLines(data []byte) (map[string]int, error) {
 	var p unstable.Parser
 	p.Reset(data)
 	var table []string
+	counts := make(map[string]int) // array table -> entries so far
 	for p.NextExpression() {
 		e := p.Expression()
 		switch e.Kind {
-		case unstable.Table, unstable.ArrayTable:
+		case unstable.Table:
 			table = keyParts(e.Key())
+		case unstable.ArrayTable:
+			// Each entry of [[delivery.route]] is "delivery.route[i]", so
+			// that errors name the entry and its line.
+			table = keyParts(e.Key())
+			name := strings.Join(table, ".")
+			table[len(table)-1] += fmt.Sprintf("[%d]", counts[name])
+			counts[name]++
+			if it := e.Key(); it.Next() {
+				lines[strings.Join(table, ".")] = p.Shape(it.Node().Raw).Start.Line
+			}
 		case unstable.KeyValue:
 			addKeyLines(&p, lines, table, e)
 		}
@@ -241,8 +278,15 @@ type validator struct {
 	errs  []error
 }
 
+// fail records an error at the line of key, or, for a key missing from
+// an entry of an array of tables, at the line of the entry's header.
 func (v *validator) fail(key, format string, args ...any) {
-	v.errs = append(v.errs, &configError{v.file, v.lines[key], key + ": " + fmt.Sprintf(format, args...)})
+	line := v.lines[key]
+	for k := key; line == 0 && strings.Contains(k, "."); {
+		k = k[:strings.LastIndexByte(k, '.')]
+		line = v.lines[k]
+	}
+	v.errs = append(v.errs, &configError{v.file, line, key + ": " + fmt.Sprintf(format, args...)})
 }
 
 func (v *validator) settings(fc *fileConfig) *settings {
@@ -262,9 +306,19 @@ func (v *validator) settings(fc *fileConfig) *settings {
 		mxPort:    v.port("delivery.mx_port", fc.Delivery.MXPort),
 		connect:   v.duration("delivery.connect_timeout", fc.Delivery.ConnectTimeout),
 		greeting:  v.duration("delivery.greeting_timeout", fc.Delivery.GreetingTimeout),
+		hello:     v.duration("delivery.hello_timeout", fc.Delivery.HelloTimeout),
+		startTLS:  v.duration("delivery.starttls_timeout", fc.Delivery.StartTLSTimeout),
+		mail:      v.duration("delivery.mail_timeout", fc.Delivery.MailTimeout),
+		rcpt:      v.duration("delivery.rcpt_timeout", fc.Delivery.RcptTimeout),
+		dataStart: v.duration("delivery.data_start_timeout", fc.Delivery.DataStartTimeout),
 		command:   v.duration("delivery.command_timeout", fc.Delivery.CommandTimeout),
 		data:      v.duration("delivery.data_timeout", fc.Delivery.DataTimeout),
 		dns:       v.duration("delivery.dns_timeout", fc.Delivery.DNSTimeout),
+		dnsCache:  v.nonNegative("delivery.dns_cache", fc.Delivery.DNSCache),
+		deadHost:  v.duration("delivery.dead_host_time", fc.Delivery.DeadHostTime),
+		shapeBy:   v.shapeBy("delivery.shape_by", fc.Delivery.ShapeBy),
+		shaping:   v.shaping(&fc.Delivery.Shaping),
+		routes:    v.routes(&fc.Delivery),
 
 		httpListen: v.hostPort("http.listen", fc.HTTP.Listen, true),
 		logFormat:  v.logFormat("log.format", fc.Log.Format),

@@ -9,6 +9,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -72,6 +75,11 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 		return exitUsage
 	}
 	log := newLogger(stderr, s)
+	// SIGHUP reloads the routes table from the configuration file.
+	reload := make(chan os.Signal, 1)
+	signal.Notify(reload, syscall.SIGHUP)
+	defer signal.Stop(reload)
+	s.configFile, s.reload = f.config, reload
 	if err := serve(ctx, s, log); err != nil {
 		log.Error("serve failed", "err", err)
 		return exitFailure
@@ -169,6 +177,15 @@ func serve(ctx context.Context, s *settings, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	defer agent.Close()
+	reloadDone := make(chan struct{})
+	defer func() { <-reloadDone }()
+	reloadCtx, stopReload := context.WithCancel(ctx)
+	defer stopReload() // runs before the wait above
+	go func() {
+		defer close(reloadDone)
+		reloadRoutes(reloadCtx, s, agent, log)
+	}()
 	srv, err := smtp.New(q, smtpOptions(s, log, reg)...)
 	if err != nil {
 		return err
@@ -283,8 +300,18 @@ func deliveryOptions(s *settings, log *slog.Logger, reg prometheus.Registerer) [
 	}
 	// Zero fields keep the library's defaults.
 	opts = append(opts, delivery.WithTimeouts(delivery.Timeouts{
-		Connect: s.connect, Greeting: s.greeting, Command: s.command, Data: s.data, DNS: s.dns,
-	}))
+		Connect: s.connect, Greeting: s.greeting, Hello: s.hello, StartTLS: s.startTLS, Mail: s.mail,
+		Rcpt: s.rcpt, DataStart: s.dataStart, Command: s.command, Data: s.data, DNS: s.dns,
+	}), delivery.WithShaping(s.shaping), delivery.WithShapeBy(s.shapeBy))
+	if s.dnsCache != nil {
+		opts = append(opts, delivery.WithDNSCache(*s.dnsCache))
+	}
+	if s.deadHost > 0 {
+		opts = append(opts, delivery.WithDeadHostTime(s.deadHost))
+	}
+	if s.routes != nil {
+		opts = append(opts, delivery.WithRoutes(s.routes))
+	}
 	return opts
 }
 
@@ -306,4 +333,29 @@ func smtpOptions(s *settings, log *slog.Logger, reg prometheus.Registerer) []smt
 		opts = append(opts, smtp.WithMaxRecipients(s.maxRecipients))
 	}
 	return opts
+}
+
+// reloadRoutes replaces the agent's routes table with the one of the
+// configuration file at every signal on s.reload, until ctx ends. A file
+// with errors is logged and changes nothing. Only the routes and pools are
+// reloaded; other settings need a restart.
+func reloadRoutes(ctx context.Context, s *settings, agent *delivery.Agent, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.reload:
+		}
+		if s.configFile == "" {
+			log.Warn("reload: no configuration file to reload")
+			continue
+		}
+		ns, err := loadConfig(s.configFile)
+		if err != nil {
+			log.Error("reload failed, routes unchanged", "err", err)
+			continue
+		}
+		agent.SetRoutes(ns.routes)
+		log.Info("routes reloaded", "file", s.configFile)
+	}
 }

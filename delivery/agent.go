@@ -329,13 +329,16 @@ func (a *Agent) deliverGroup(ctx context.Context, msg *queue.Message, g *group) 
 		finishAll(g.rcpts, sluice.NewReply(554, sluice.EnhancedCode{5, 6, 3}, "BINARYMIME messages cannot be relayed"))
 		return
 	}
+	for _, r := range g.rcpts {
+		r.route = "mx"
+		if g.pool != nil {
+			r.route = "pool:" + g.pool.Name
+		}
+	}
 	t, err := a.target(ctx, g)
 	if err != nil {
 		finishAll(g.rcpts, replyFor(err))
 		return
-	}
-	for _, r := range g.rcpts {
-		r.route = t.name
 	}
 	hops := a.liveHops(t.hops)
 	if len(hops) == 0 {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/sluicemta/sluice"
 	"github.com/sluicemta/sluice/delivery"
+	"github.com/sluicemta/sluice/smtp/smtptest"
 )
 
 func TestMXRouting(t *testing.T) {
@@ -172,5 +173,19 @@ func TestMXHostCapAndIPv6(t *testing.T) {
 	}
 	if got := e.logs.records(t, "delivery")[1]["ip"]; got != "[2001:db8::6]:25" {
 		t.Errorf("log ip = %v, want [2001:db8::6]:25", got)
+	}
+}
+
+func TestMXInternationalizedDomain(t *testing.T) {
+	sink := newSink(t, smtptest.WithSMTPUTF8(true))
+	srv := newDNS(t, "xn--bcher-kva.test. 60 IN A 127.0.0.1")
+	e := newAgent(t, delivery.WithResolvers(srv.Addr()), delivery.WithPort(port(t, sink.Addr())))
+	msg := newMessage("x: y\r\n\r\nhi\r\n", "a@x.test", "b@bücher.test")
+	msg.Envelope.SMTPUTF8 = true
+	if r := deliver(t, e.agent, msg)[0]; r.Outcome != sluice.OutcomeDelivered {
+		t.Fatalf("got %v %v, want delivered through the A-label's address", r.Outcome, r.Reply)
+	}
+	if got := sink.Messages()[0].To[0]; got != "b@bücher.test" {
+		t.Errorf("RCPT %q, want the address as given", got)
 	}
 }

@@ -73,8 +73,10 @@ type PoolHost struct {
 // sends mail to.
 type Pool struct {
 	// Name identifies the pool in routes and in the delivery log.
-	Name     string
-	Hosts    []PoolHost
+	Name string
+	// Hosts are the pool's relays or LMTP servers.
+	Hosts []PoolHost
+	// Strategy is how the hosts are picked: Failover or Spread.
 	Strategy Strategy
 	// Transport is SMTP or LMTP.
 	Transport Transport

@@ -414,7 +414,8 @@ func (a *Agent) reuse(c *conn, t *target, hops []hop) *conn {
 // fails (RFC 7435).
 func (a *Agent) dial(ctx context.Context, t *target, h hop) (*conn, error) {
 	if err := t.dest.conns.Wait(ctx); err != nil {
-		return nil, &hopError{h: h, phase: "connect", err: fmt.Errorf("connection rate: %w", err)}
+		// Not the host's fault: no feedback, no dead mark.
+		return nil, fmt.Errorf("%s: waiting for the connection rate of %s: %w", h, t.dest.key, err)
 	}
 	useTLS := a.cfg.tls != nil && t.pol.tls != TLSNone
 	cn, err := a.open(ctx, h, t.pol, useTLS)
@@ -430,7 +431,9 @@ func (a *Agent) dial(ctx context.Context, t *target, h hop) (*conn, error) {
 // destination, and the dead-host memory for an unreachable address.
 func (a *Agent) hopFailed(ctx context.Context, msg *queue.Message, t *target, err error) {
 	var he *hopError
-	if errors.As(err, &he) {
+	// An attempt cut short by its context (shutdown, attempt deadline)
+	// says nothing about the host.
+	if errors.As(err, &he) && ctx.Err() == nil {
 		if he.unreachable {
 			a.shaper.markDead(he.h.addr)
 		}

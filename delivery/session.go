@@ -230,11 +230,14 @@ func (cn *conn) reset() error {
 	return nil
 }
 
-// quit ends the session politely, within the command timeout, and closes
-// the connection.
+// maxQuitWait bounds the wait for the reply to QUIT: nothing depends on
+// it, and Agent.Close quits every idle connection.
+const maxQuitWait = 2 * time.Second
+
+// quit ends the session politely and closes the connection.
 func (cn *conn) quit() {
 	if !cn.broken {
-		cn.c.CommandTimeout = cn.a.cfg.timeouts.Command
+		cn.c.CommandTimeout = min(cn.a.cfg.timeouts.Command, maxQuitWait)
 		_ = cn.c.Quit()
 	}
 	cn.raw.Close()

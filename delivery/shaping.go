@@ -424,16 +424,24 @@ func (sh *shaper) closeAll() {
 		dests = append(dests, d)
 	}
 	sh.mu.Unlock()
+	var idle []*conn
 	for _, d := range dests {
 		d.mu.Lock()
-		idle := d.idle
+		for _, c := range d.idle {
+			c.stopIdle()
+		}
+		idle = append(idle, d.idle...)
+		d.open -= len(d.idle)
 		d.idle = nil
-		d.open -= len(idle)
 		d.signalLocked()
 		d.mu.Unlock()
-		for _, c := range idle {
-			c.stopIdle()
-			c.quit()
-		}
 	}
+	// In parallel, so that Close takes one QUIT's time, not one per
+	// connection.
+	var wg sync.WaitGroup
+	for _, c := range idle {
+		wg.Add(1)
+		go func() { defer wg.Done(); c.quit() }()
+	}
+	wg.Wait()
 }

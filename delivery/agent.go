@@ -357,6 +357,9 @@ func (a *Agent) deliverGroup(ctx context.Context, msg *queue.Message, g *group) 
 		return
 	}
 	cn := a.reuse(l.conn, t, hops)
+	if cn != nil {
+		a.metrics.connection(true)
+	}
 	var last error
 	for i := 0; len(pendingOf(g.rcpts)) > 0; {
 		if ctx.Err() != nil {
@@ -374,6 +377,7 @@ func (a *Agent) deliverGroup(ctx context.Context, msg *queue.Message, g *group) 
 				last = err
 				continue
 			}
+			a.metrics.connection(false)
 		}
 		if err := cn.send(ctx, msg, pendingOf(g.rcpts)); err != nil {
 			a.hopFailed(ctx, msg, t, err)
@@ -434,12 +438,19 @@ func (a *Agent) hopFailed(ctx context.Context, msg *queue.Message, t *target, er
 	// An attempt cut short by its context (shutdown, attempt deadline)
 	// says nothing about the host.
 	if errors.As(err, &he) && ctx.Err() == nil {
-		if he.unreachable {
-			a.shaper.markDead(he.h.addr)
+		if he.unreachable && a.shaper.markDead(he.h.addr) {
+			a.metrics.deadHost()
+			a.log.WarnContext(ctx, "next hop marked dead", "ip", he.h.addr.String(), "relay", he.h.name,
+				"for", a.cfg.deadHost.String(), "err", err)
 		}
 		if he.unreachable || he.throttled() || he.phase == "connect" || he.phase == "greeting" {
-			for _, c := range t.dest.failure() {
+			drop, parked := t.dest.failure()
+			for _, c := range drop {
 				c.quit()
+			}
+			if parked {
+				a.metrics.park()
+				a.log.WarnContext(ctx, "destination parked", "destination", t.dest.key, "err", err)
 			}
 		}
 	}

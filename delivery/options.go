@@ -245,7 +245,10 @@ func WithDeadHostTime(d time.Duration) Option { return func(c *config) { c.deadH
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
 
 // WithRegisterer registers the agent's metrics with r:
-// sluice_delivery_attempts_total{result} and
-// sluice_delivery_attempt_duration_seconds.
+// sluice_delivery_attempts_total{result},
+// sluice_delivery_attempt_duration_seconds,
+// sluice_delivery_connections_total{kind="new"|"reused"},
+// sluice_delivery_dead_hosts_total and
+// sluice_delivery_destinations_parked_total.
 // Default: nil (no metrics).
 func WithRegisterer(r prometheus.Registerer) Option { return func(c *config) { c.registerer = r } }

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sluicemta/sluice"
 	"github.com/sluicemta/sluice/delivery"
 	"github.com/sluicemta/sluice/smtp/smtptest"
@@ -34,11 +36,17 @@ func TestConnectionReuse(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			sink := newSink(t)
 			d := &dialer{}
-			e := newAgent(t, delivery.WithSmarthost(sink.Addr()), delivery.WithDialer(d.dial),
+			reg := prometheus.NewRegistry()
+			e := newAgent(t, delivery.WithSmarthost(sink.Addr()), delivery.WithDialer(d.dial), delivery.WithRegisterer(reg),
 				delivery.WithShaping(delivery.Shaping{MaxPerConnection: tt.perConn}))
 			sendN(t, e.agent, 5)
 			if got := len(d.Dialed()); got != tt.wantDials {
 				t.Errorf("dialed %d times for 5 messages, want %d", got, tt.wantDials)
+			}
+			newConns := metricValue(t, reg, "sluice_delivery_connections_total", "kind", "new")
+			reused := metricValue(t, reg, "sluice_delivery_connections_total", "kind", "reused")
+			if newConns != float64(tt.wantDials) || reused != float64(5-tt.wantDials) {
+				t.Errorf("connections_total new %v reused %v, want %d and %d", newConns, reused, tt.wantDials, 5-tt.wantDials)
 			}
 			if got := sink.Count(); got != 5 {
 				t.Errorf("sink has %d messages, want 5", got)

@@ -262,8 +262,8 @@ func (d *destination) success() {
 
 // failure is negative feedback: a connection failure or a 421. It
 // returns the idle connections to close when the window shrank below the
-// open connections.
-func (d *destination) failure() []*conn {
+// open connections, and whether the destination was parked now.
+func (d *destination) failure() (drop []*conn, parked bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.fails++
@@ -276,10 +276,11 @@ func (d *destination) failure() []*conn {
 	case d.probing: // the probe failed: wait longer
 		d.parkFor = min(2*d.parkFor, d.s.ParkMax)
 		d.parkedUntil = d.now().Add(d.parkFor)
+		parked = true
 	case d.fails >= d.s.ParkAfter && d.parkedUntil.IsZero():
 		d.parkedUntil = d.now().Add(d.parkFor)
+		parked = true
 	}
-	var drop []*conn
 	for d.open > d.window && len(d.idle) > 0 {
 		c := d.idle[0]
 		d.idle = d.idle[1:]
@@ -287,7 +288,7 @@ func (d *destination) failure() []*conn {
 		d.open--
 		drop = append(drop, c)
 	}
-	return drop
+	return drop, parked
 }
 
 // state reports the destination's window and open connections, for
@@ -354,14 +355,17 @@ func (sh *shaper) sweepLocked() {
 	}
 }
 
-// markDead remembers that addr could not be reached.
-func (sh *shaper) markDead(addr netip.AddrPort) {
+// markDead remembers that addr could not be reached. It reports whether
+// the address was not already marked.
+func (sh *shaper) markDead(addr netip.AddrPort) bool {
 	if sh.deadTime <= 0 {
-		return
+		return false
 	}
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	until, was := sh.dead[addr]
 	sh.dead[addr] = sh.now().Add(sh.deadTime)
+	return !was || !sh.now().Before(until)
 }
 
 // markAlive forgets a dead mark after a successful session.

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sluicemta/sluice"
 	"github.com/sluicemta/sluice/delivery"
 	"github.com/sluicemta/sluice/smtp/smtptest"
@@ -70,7 +72,8 @@ func Test421StormShrinksAndParks(t *testing.T) {
 		busyGreeting(c, r)
 	})
 	clk := newClock()
-	e := newAgent(t, delivery.WithSmarthost(addr), delivery.WithClock(clk.Now),
+	reg := prometheus.NewRegistry()
+	e := newAgent(t, delivery.WithSmarthost(addr), delivery.WithClock(clk.Now), delivery.WithRegisterer(reg),
 		delivery.WithShaping(delivery.Shaping{Concurrency: 5, InitialConcurrency: 5, ParkAfter: 3, ParkFor: time.Minute, ParkMax: 10 * time.Minute}))
 
 	// A storm: 20 messages at once, each refused with 421 at the greeting.
@@ -102,6 +105,10 @@ func Test421StormShrinksAndParks(t *testing.T) {
 	}
 	if got := parked.Load(); got < storm-5 {
 		t.Errorf("%d messages were deferred as parked, want at least %d", got, storm-5)
+	}
+
+	if got := metricValue(t, reg, "sluice_delivery_destinations_parked_total", "", ""); got != 1 {
+		t.Errorf("destinations_parked_total = %v, want 1", got)
 	}
 
 	// Parked: no connection is spent until ParkFor has passed.
@@ -145,8 +152,9 @@ func TestDeadHostMemorySharedAcrossDomains(t *testing.T) {
 	)
 	d := &dialer{redirect: map[string]string{"192.0.2.1:25": hung, "192.0.2.2:25": sink.Addr()}}
 	clk := newClock()
+	reg := prometheus.NewRegistry()
 	// One message per connection, so that every attempt picks a host.
-	e := newAgent(t, delivery.WithResolvers(srv.Addr()), delivery.WithDialer(d.dial), delivery.WithClock(clk.Now),
+	e := newAgent(t, delivery.WithResolvers(srv.Addr()), delivery.WithDialer(d.dial), delivery.WithClock(clk.Now), delivery.WithRegisterer(reg),
 		delivery.WithShaping(delivery.Shaping{MaxPerConnection: 1}))
 	if r := deliver(t, e.agent, newMessage("x: y\r\n\r\nhi\r\n", "a@x.test", "b@one.test"))[0]; r.Outcome != sluice.OutcomeDelivered {
 		t.Fatalf("one.test: got %v %v, want delivered by the backup", r.Outcome, r.Reply)
@@ -160,6 +168,9 @@ func TestDeadHostMemorySharedAcrossDomains(t *testing.T) {
 	}
 	if got := strings.Count(strings.Join(d.Dialed(), " "), "192.0.2.1:25"); got != 1 {
 		t.Errorf("the hung host was dialed %d times, want once for both domains", got)
+	}
+	if got := metricValue(t, reg, "sluice_delivery_dead_hosts_total", "", ""); got != 1 {
+		t.Errorf("dead_hosts_total = %v, want 1", got)
 	}
 	clk.Advance(time.Minute) // the memory expires: the host is tried again
 	deliver(t, e.agent, newMessage("x: y\r\n\r\nhi\r\n", "a@x.test", "b@two.test"))

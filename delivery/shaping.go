@@ -63,6 +63,14 @@ type Shaping struct {
 	ParkMax time.Duration
 }
 
+// String returns "domain" or "site".
+func (k ShapeKey) String() string {
+	if k == ShapeBySite {
+		return "site"
+	}
+	return "domain"
+}
+
 // merge returns s with the non-zero fields of o.
 func (s Shaping) merge(o Shaping) Shaping {
 	setInt := func(dst *int, v int) {

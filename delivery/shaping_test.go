@@ -178,3 +178,68 @@ func TestDeadHostMemorySharedAcrossDomains(t *testing.T) {
 		t.Errorf("after the dead-host time the hung host was dialed %d times in all, want 2", got)
 	}
 }
+
+func TestShapeBySiteSharesLimits(t *testing.T) {
+	for _, tt := range []struct {
+		key  delivery.ShapeKey
+		want int
+	}{{delivery.ShapeByDomain, 4}, {delivery.ShapeBySite, 2}} {
+		t.Run(fmt.Sprint(tt.key), func(t *testing.T) {
+			var inData atomic.Int32
+			gate := make(chan struct{})
+			sink := newSink(t, smtptest.WithDataFunc(func(*smtptest.Message) error {
+				inData.Add(1)
+				<-gate
+				return nil
+			}))
+			// Two domains hosted by one provider: the same MX hosts, in
+			// another order.
+			srv := newDNS(t,
+				"a.test. 60 IN MX 10 mx1.provider.test.", "a.test. 60 IN MX 20 mx2.provider.test.",
+				"b.test. 60 IN MX 20 mx1.provider.test.", "b.test. 60 IN MX 10 mx2.provider.test.",
+				"mx1.provider.test. 60 IN A 127.0.0.1", "mx2.provider.test. 60 IN A 127.0.0.1",
+			)
+			e := newAgent(t, delivery.WithResolvers(srv.Addr()), delivery.WithPort(port(t, sink.Addr())),
+				delivery.WithTimeouts(delivery.Timeouts{Data: 5 * time.Second}), delivery.WithShapeBy(tt.key),
+				delivery.WithShaping(delivery.Shaping{Concurrency: 2, InitialConcurrency: 2}))
+			var wg sync.WaitGroup
+			for i := range 12 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					deliver(t, e.agent, newMessage("x: y\r\n\r\nhi\r\n", "a@x.test", fmt.Sprintf("r%d@%s", i, []string{"a.test", "b.test"}[i%2])))
+				}()
+			}
+			eventually(t, fmt.Sprintf("%d sessions in DATA", tt.want), func() bool { return inData.Load() >= int32(tt.want) })
+			close(gate)
+			wg.Wait()
+			if got := sink.MaxConcurrent(); got != tt.want {
+				t.Errorf("sink saw %d concurrent sessions, want %d", got, tt.want)
+			}
+			if got := sink.Count(); got != 12 {
+				t.Errorf("sink has %d messages, want 12", got)
+			}
+		})
+	}
+}
+
+func TestRateLimits(t *testing.T) {
+	const rate, n = 10.0, 15 // a burst of 10, then 5 at 10/s: at least 0.4s
+	for _, tt := range []struct {
+		name string
+		s    delivery.Shaping
+	}{
+		{"messages", delivery.Shaping{MessageRate: rate}},
+		{"connections", delivery.Shaping{ConnectionRate: rate, MaxPerConnection: 1}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			sink := newSink(t)
+			e := newAgent(t, delivery.WithSmarthost(sink.Addr()), delivery.WithShaping(tt.s))
+			start := time.Now()
+			sendN(t, e.agent, n)
+			if took := time.Since(start); took < 400*time.Millisecond {
+				t.Errorf("%d messages took %v at %v/s with a burst of %v, want at least 400ms", n, took, rate, rate)
+			}
+		})
+	}
+}

@@ -7,9 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluicemta/sluice"
@@ -22,15 +25,17 @@ type Enqueuer interface {
 	Enqueue(ctx context.Context, env *sluice.Envelope, body io.Reader) (string, error)
 }
 
-// Agent delivers queued messages to their next hops over SMTP and builds
-// delivery status notifications. It is safe for concurrent use: the queue
-// calls Deliver from many workers at once.
+// Agent delivers queued messages to their next hops over SMTP or LMTP and
+// builds delivery status notifications. It is safe for concurrent use: the
+// queue calls Deliver from many workers at once. Close it to close the
+// connections it keeps for reuse.
 type Agent struct {
 	cfg     config
 	dsn     Enqueuer
 	dns     *resolver
-	limits  *destLimiter
-	metrics *metrics // nil without a Registerer
+	shaper  *shaper
+	routes  atomic.Pointer[Routes] // never nil after New
+	metrics *metrics               // nil without a Registerer
 	log     *slog.Logger
 }
 
@@ -40,9 +45,9 @@ var (
 	_ queue.DelayNotifier = (*Agent)(nil)
 )
 
-// maxParallelDomains bounds the sessions one Deliver call runs at once
-// for the different domains of a message.
-const maxParallelDomains = 8
+// maxParallelGroups bounds the sessions one Deliver call runs at once
+// for the different destinations of a message.
+const maxParallelGroups = 8
 
 // New returns an Agent that queues delivery status notifications into dsn.
 func New(dsn Enqueuer, opts ...Option) (*Agent, error) {
@@ -56,7 +61,14 @@ func New(dsn Enqueuer, opts ...Option) (*Agent, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if len(cfg.resolvers) == 0 && cfg.needsDNS() {
+	routes := cfg.routes
+	if routes == nil {
+		routes = &Routes{}
+	}
+	if cfg.smarthost != "" {
+		routes = routes.withSmarthost(cfg.smarthost)
+	}
+	if len(cfg.resolvers) == 0 && (!routes.coversAll() || routes.needsDNS()) {
 		rs, err := systemResolvers()
 		if err != nil {
 			return nil, fmt.Errorf("delivery: no resolvers given and /etc/resolv.conf unusable: %w", err)
@@ -67,18 +79,16 @@ func New(dsn Enqueuer, opts ...Option) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	var cache *dnsCache
-	if cfg.cacheSize > 0 {
-		cache = newDNSCache(cfg.cacheSize, cfg.negTTL, cfg.now)
-	}
-	return &Agent{
+	a := &Agent{
 		cfg:     cfg,
 		dsn:     dsn,
-		dns:     &resolver{servers: cfg.resolvers, timeout: cfg.timeouts.DNS, cache: cache},
-		limits:  newDestLimiter(cfg.destConc),
+		dns:     &resolver{servers: cfg.resolvers, timeout: cfg.timeouts.DNS, cache: newDNSCache(cfg.dnsCache, cfg.now)},
+		shaper:  newShaper(cfg.shaping, cfg.deadHost, cfg.now),
 		metrics: m,
 		log:     cfg.logger.With("component", "delivery"),
-	}, nil
+	}
+	a.routes.Store(routes)
+	return a, nil
 }
 
 func (c *config) validate() error {
@@ -102,38 +112,33 @@ func (c *config) validate() error {
 		return errors.New("delivery: nil dialer")
 	}
 	t := c.timeouts
-	if t.Connect < 0 || t.Greeting < 0 || t.Command < 0 || t.Data < 0 || t.DNS < 0 {
-		return fmt.Errorf("delivery: negative timeout in %+v", t)
-	}
-	if c.destConc < 1 {
-		return fmt.Errorf("delivery: destination concurrency %d must be at least 1", c.destConc)
+	for _, d := range []time.Duration{t.Connect, t.Greeting, t.Hello, t.StartTLS, t.Mail, t.Rcpt, t.DataStart, t.Data, t.Command, t.DNS} {
+		if d < 0 {
+			return fmt.Errorf("delivery: negative timeout in %+v", t)
+		}
 	}
 	if c.maxHosts < 1 {
 		return fmt.Errorf("delivery: max hosts %d must be at least 1", c.maxHosts)
 	}
-	if c.logger == nil {
-		return errors.New("delivery: nil logger")
-	}
-	if c.cacheSize < 0 {
-		return fmt.Errorf("delivery: DNS cache size %d must not be negative", c.cacheSize)
-	}
-	if c.negTTL < 0 {
-		return fmt.Errorf("delivery: negative TTL %v must not be negative", c.negTTL)
+	if c.dnsCache < 0 {
+		return fmt.Errorf("delivery: DNS cache size %d is negative", c.dnsCache)
 	}
 	if c.now == nil {
 		return errors.New("delivery: nil clock")
 	}
-	return nil
-}
-
-// needsDNS reports whether routing can need a resolver: always for MX
-// delivery, and for a smarthost given by name.
-func (c *config) needsDNS() bool {
-	if c.smarthost == "" {
-		return true
+	if err := c.shaping.validate(); err != nil {
+		return err
 	}
-	host, _, _ := net.SplitHostPort(c.smarthost)
-	return net.ParseIP(host) == nil
+	if c.shapeBy != ShapeByDomain && c.shapeBy != ShapeBySite {
+		return fmt.Errorf("delivery: unknown shaping key %d", c.shapeBy)
+	}
+	if c.deadHost < 0 {
+		return fmt.Errorf("delivery: negative dead-host time %v", c.deadHost)
+	}
+	if c.logger == nil {
+		return errors.New("delivery: nil logger")
+	}
+	return nil
 }
 
 func splitHostPort(hostport string) (int, error) {
@@ -148,14 +153,38 @@ func splitHostPort(hostport string) (int, error) {
 	return port, nil
 }
 
+// SetRoutes replaces the routes table. It applies from the next attempt of
+// every message, queued ones included, since routes are looked up on every
+// attempt and never stored (seed 004). A nil table means MX delivery for
+// every domain (or the smarthost of [WithSmarthost]).
+func (a *Agent) SetRoutes(r *Routes) {
+	if r == nil {
+		r = &Routes{}
+	}
+	if a.cfg.smarthost != "" {
+		r = r.withSmarthost(a.cfg.smarthost)
+	}
+	a.routes.Store(r)
+}
+
+// Close closes the idle connections kept for reuse; sessions in progress
+// finish and close theirs. It is idempotent, and the agent keeps
+// working, without reusing connections.
+func (a *Agent) Close() error {
+	a.shaper.closeAll()
+	return nil
+}
+
 // rcptState is one recipient of an attempt and what happened to it.
 type rcptState struct {
-	rcpt  sluice.Recipient
-	done  bool          // a final outcome for this attempt is known
-	reply *sluice.Reply // the reply that decided it (or the last error)
-	relay string        // next hop host name, "" if none was reached
-	ip    string        // next hop address, host:port
-	tls   bool
+	rcpt   sluice.Recipient
+	done   bool          // a final outcome for this attempt is known
+	reply  *sluice.Reply // the reply that decided it (or the last error)
+	route  string        // "mx", or "pool:NAME"
+	relay  string        // next hop host name, "" if none was reached
+	ip     string        // next hop address, host:port
+	source string        // our address of the session, host:port
+	tls    string        // TLS version, "" in plain text
 }
 
 func (r *rcptState) finish(reply *sluice.Reply) {
@@ -163,37 +192,32 @@ func (r *rcptState) finish(reply *sluice.Reply) {
 	r.reply = reply
 }
 
+// group is the recipients of one message that go to one destination in
+// one session.
+type group struct {
+	route  *Route // nil: MX with defaults
+	pool   *Pool  // nil: MX
+	domain string // recipient domain, for MX
+	rcpts  []*rcptState
+}
+
 // Deliver tries msg for each of its recipients and returns one result per
 // recipient, in the order of msg.Envelope.Recipients. Recipients are
-// grouped by domain (or all sent to the smarthost in one session); routes
-// are looked up on every call.
+// grouped by route and domain; routes are looked up on every call.
 func (a *Agent) Deliver(ctx context.Context, msg *queue.Message) []queue.Result {
-	env := msg.Envelope
-	states := make([]*rcptState, len(env.Recipients))
-	groups := make(map[string][]*rcptState)
-	var order []string
-	for i, r := range env.Recipients {
-		states[i] = &rcptState{rcpt: r}
-		key := ""
-		if a.cfg.smarthost == "" {
-			key = sluice.Domain(r.Address)
-		}
-		if _, ok := groups[key]; !ok {
-			order = append(order, key)
-		}
-		groups[key] = append(groups[key], states[i])
-	}
+	start := time.Now()
+	states, groups := a.groups(msg)
 
-	sem := make(chan struct{}, maxParallelDomains)
+	sem := make(chan struct{}, maxParallelGroups)
 	var wg sync.WaitGroup
-	for _, domain := range order {
+	for _, g := range groups {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			start := time.Now()
-			a.deliverGroup(ctx, msg, domain, groups[domain])
-			a.metrics.observe(time.Since(start))
+			gstart := time.Now()
+			a.deliverGroup(ctx, msg, g)
+			a.metrics.observe(time.Since(gstart))
 		}()
 	}
 	wg.Wait()
@@ -207,74 +231,277 @@ func (a *Agent) Deliver(ctx context.Context, msg *queue.Message) []queue.Result 
 		}
 		results[i] = queue.Result{Outcome: outcome, Reply: st.reply}
 		a.metrics.attempt(outcome)
-		a.logResult(msg, st, outcome)
+		a.logResult(msg, st, outcome, time.Since(start))
 	}
 	return results
 }
 
-// deliverGroup delivers to the recipients of one domain (or of the
-// smarthost): route lookup, then addresses in order until every recipient
-// has a final reply.
-func (a *Agent) deliverGroup(ctx context.Context, msg *queue.Message, domain string, rcpts []*rcptState) {
+// groups looks up the route of each recipient and groups them.
+func (a *Agent) groups(msg *queue.Message) ([]*rcptState, []*group) {
+	env := msg.Envelope
+	rt := a.routes.Load()
+	states := make([]*rcptState, len(env.Recipients))
+	byKey := make(map[string]*group)
+	var order []*group
+	for i, r := range env.Recipients {
+		states[i] = &rcptState{rcpt: r}
+		domain := sluice.Domain(r.Address)
+		route := rt.lookup(domain, sluice.Domain(env.From))
+		g := &group{route: route, domain: domain}
+		if route != nil && route.Pool != "" {
+			g.pool = rt.pools[route.Pool]
+		}
+		if route != nil && route.Fallback != "" && msg.Attempt > 1 {
+			g.pool = rt.pools[route.Fallback]
+		}
+		key := fmt.Sprintf("%p|", route)
+		if g.pool != nil {
+			key += "pool:" + g.pool.Name
+		} else {
+			key += strings.ToLower(domain)
+		}
+		if prev, ok := byKey[key]; ok {
+			g = prev
+		} else {
+			byKey[key] = g
+			order = append(order, g)
+		}
+		g.rcpts = append(g.rcpts, states[i])
+	}
+	return states, order
+}
+
+// target is where a group goes now.
+type target struct {
+	name string // for the delivery log: "mx" or "pool:NAME"
+	hops []hop
+	pol  policy
+	dest *destination
+}
+
+// target resolves the group's next hops and session policy.
+func (a *Agent) target(ctx context.Context, g *group) (*target, error) {
+	t := &target{name: "mx", pol: policy{tls: TLSOpportunistic, helo: a.cfg.hostname}}
+	var eg Egress
+	if g.route != nil {
+		eg, t.pol.tls = g.route.Egress, g.route.TLS
+	}
+	var key string
+	if p := g.pool; p != nil {
+		hops, err := a.poolRoute(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		t.name, t.hops, key = "pool:"+p.Name, hops, "pool:"+p.Name
+		t.pol.transport, t.pol.tls, t.pol.user, t.pol.pass = p.Transport, p.TLS, p.Username, p.Password
+		if p.Egress.SourceIP.IsValid() {
+			eg.SourceIP = p.Egress.SourceIP
+		}
+		if p.Egress.Helo != "" {
+			eg.Helo = p.Egress.Helo
+		}
+	} else {
+		hops, site, err := a.mxRoute(ctx, g.domain)
+		if err != nil {
+			return nil, err
+		}
+		t.hops, key = hops, strings.ToLower(g.domain)
+		if a.cfg.shapeBy == ShapeBySite {
+			key = "site:" + site
+		}
+	}
+	if eg.SourceIP.IsValid() {
+		t.pol.source = eg.SourceIP.String()
+	}
+	if eg.Helo != "" {
+		t.pol.helo = eg.Helo
+	}
+	t.dest = a.shaper.dest(key)
+	return t, nil
+}
+
+// deliverGroup delivers to the recipients of one group: route lookup,
+// then a connection slot of the destination, then addresses in order
+// until every recipient has a final reply.
+func (a *Agent) deliverGroup(ctx context.Context, msg *queue.Message, g *group) {
 	if msg.Envelope.Body == "BINARYMIME" {
 		// BINARYMIME needs BDAT (RFC 3030), which this agent does not send.
-		finishAll(rcpts, sluice.NewReply(554, sluice.EnhancedCode{5, 6, 3}, "BINARYMIME messages cannot be relayed"))
+		finishAll(g.rcpts, sluice.NewReply(554, sluice.EnhancedCode{5, 6, 3}, "BINARYMIME messages cannot be relayed"))
 		return
 	}
-	var hops []hop
-	var err error
-	if a.cfg.smarthost != "" {
-		hops, err = a.smarthostRoute(ctx)
-	} else {
-		hops, err = a.routeDomain(ctx, domain)
-	}
-	if err != nil {
-		finishAll(rcpts, replyFor(err))
-		return
-	}
-	dest := domain
-	if a.cfg.smarthost != "" {
-		dest = a.cfg.smarthost
-	}
-	release, err := a.limits.acquire(ctx, dest)
-	if err != nil {
-		finishAll(rcpts, sluice.NewReply(451, sluice.EnhancedCode{4, 4, 5}, "no free session to %s before the deadline", dest))
-		return
-	}
-	defer release()
-	var last error
-	for _, h := range hops {
-		pending := pendingOf(rcpts)
-		if len(pending) == 0 {
-			return
+	for _, r := range g.rcpts {
+		r.route = "mx"
+		if g.pool != nil {
+			r.route = "pool:" + g.pool.Name
 		}
+	}
+	t, err := a.target(ctx, g)
+	if err != nil {
+		finishAll(g.rcpts, replyFor(err))
+		return
+	}
+	hops := a.liveHops(t.hops)
+	if len(hops) == 0 {
+		finishAll(g.rcpts, sluice.NewReply(451, sluice.EnhancedCode{4, 4, 1},
+			"all next hops of %s were unreachable recently (%s)", t.dest.key, hopNames(t.hops)))
+		return
+	}
+	l, err := t.dest.acquire(ctx)
+	if err != nil {
+		finishAll(g.rcpts, sluice.NewReply(451, sluice.EnhancedCode{4, 4, 5}, "%s: %v", t.dest.key, err))
+		return
+	}
+	if err := t.dest.msgs.Wait(ctx); err != nil {
+		l.release(l.conn, true)
+		finishAll(g.rcpts, sluice.NewReply(451, sluice.EnhancedCode{4, 4, 5}, "%s: message rate: %v", t.dest.key, err))
+		return
+	}
+	cn := a.reuse(l.conn, t, hops)
+	if cn != nil {
+		a.metrics.connection(true)
+	}
+	var last error
+	for i := 0; len(pendingOf(g.rcpts)) > 0; {
 		if ctx.Err() != nil {
 			last = fmt.Errorf("attempt interrupted: %w", ctx.Err())
 			break
 		}
-		last = a.tryHop(ctx, msg, h, pending)
-		if last == nil {
-			return
+		if cn == nil {
+			if i >= len(hops) {
+				break
+			}
+			h := hops[i]
+			i++
+			if cn, err = a.dial(ctx, t, h); err != nil {
+				a.hopFailed(ctx, msg, t, err)
+				last = err
+				continue
+			}
+			a.metrics.connection(false)
 		}
-		a.log.DebugContext(ctx, "next hop failed", "queue_id", msg.Envelope.ID, "relay", h.name, "ip", h.addr.String(), "err", last)
+		if err := cn.send(ctx, msg, pendingOf(g.rcpts)); err != nil {
+			a.hopFailed(ctx, msg, t, err)
+			last = err
+			cn.quit()
+			cn = nil
+			continue
+		}
+		if cn.hung {
+			a.hopFailed(ctx, msg, t, &hopError{h: cn.h, phase: "DATA", err: errors.New("no reply after end of data"), unreachable: true})
+			continue
+		}
+		t.dest.success()
+		a.shaper.markAlive(cn.h.addr)
 	}
-	for _, r := range pendingOf(rcpts) {
+	l.release(cn, cn != nil && !cn.broken)
+	for _, r := range pendingOf(g.rcpts) {
 		r.finish(connReply(last))
 	}
 }
 
-// tryHop runs a session with h, and once more without TLS if the TLS
-// handshake failed (opportunistic TLS, RFC 7435). A non-nil error means
-// the pending recipients should move to the next address.
-func (a *Agent) tryHop(ctx context.Context, msg *queue.Message, h hop, rcpts []*rcptState) error {
-	useTLS := a.cfg.tls != nil
-	err := a.session(ctx, msg, h, rcpts, useTLS)
-	var tf *tlsFailure
-	if useTLS && errors.As(err, &tf) {
-		a.log.DebugContext(ctx, "STARTTLS failed, retrying without TLS", "relay", h.name, "ip", h.addr.String(), "err", err)
-		err = a.session(ctx, msg, h, rcpts, false)
+// reuse returns the cached connection c if it suits t and answers RSET,
+// and closes it otherwise.
+func (a *Agent) reuse(c *conn, t *target, hops []hop) *conn {
+	if c == nil {
+		return nil
 	}
-	return err
+	ok := c.pol == t.pol && slices.ContainsFunc(hops, func(h hop) bool { return h.addr == c.h.addr })
+	if ok && c.reset() == nil {
+		return c
+	}
+	c.quit()
+	return nil
+}
+
+// dial opens a session with h under the connection rate of the
+// destination, retrying once without TLS when an opportunistic handshake
+// fails (RFC 7435).
+func (a *Agent) dial(ctx context.Context, t *target, h hop) (*conn, error) {
+	if err := t.dest.conns.Wait(ctx); err != nil {
+		// Not the host's fault: no feedback, no dead mark.
+		return nil, fmt.Errorf("%s: waiting for the connection rate of %s: %w", h, t.dest.key, err)
+	}
+	useTLS := a.cfg.tls != nil && t.pol.tls != TLSNone
+	cn, err := a.open(ctx, h, t.pol, useTLS)
+	var tf *tlsFailure
+	if useTLS && t.pol.tls == TLSOpportunistic && errors.As(err, &tf) {
+		a.log.DebugContext(ctx, "STARTTLS failed, retrying without TLS", "relay", h.name, "ip", h.addr.String(), "err", err)
+		cn, err = a.open(ctx, h, t.pol, false)
+	}
+	return cn, err
+}
+
+// hopFailed records a connection-level failure: negative feedback for the
+// destination, and the dead-host memory for an unreachable address.
+func (a *Agent) hopFailed(ctx context.Context, msg *queue.Message, t *target, err error) {
+	var he *hopError
+	// An attempt cut short by its context (shutdown, attempt deadline)
+	// says nothing about the host.
+	if errors.As(err, &he) && ctx.Err() == nil {
+		if he.unreachable && a.shaper.markDead(he.h.addr) {
+			a.metrics.deadHost()
+			a.log.WarnContext(ctx, "next hop marked dead", "ip", he.h.addr.String(), "relay", he.h.name,
+				"for", a.cfg.deadHost.String(), "err", err)
+		}
+		if he.unreachable || he.throttled() || he.phase == "connect" || he.phase == "greeting" {
+			drop, parked := t.dest.failure()
+			for _, c := range drop {
+				c.quit()
+			}
+			if parked {
+				a.metrics.park()
+				a.log.WarnContext(ctx, "destination parked", "destination", t.dest.key, "err", err)
+			}
+		}
+	}
+	a.log.DebugContext(ctx, "next hop failed", "queue_id", msg.Envelope.ID, "destination", t.dest.key, "err", err)
+}
+
+// liveHops returns hops without the addresses in the dead-host memory,
+// and with suspect addresses (a connection still waits for their greeting
+// after a quarter of the greeting timeout) after the others of their
+// preference.
+func (a *Agent) liveHops(hops []hop) []hop {
+	var out []hop
+	for _, h := range hops {
+		if !a.shaper.isDead(h.addr) {
+			out = append(out, h)
+		}
+	}
+	after := a.cfg.timeouts.Greeting / 4
+	suspect := make(map[netip.AddrPort]bool)
+	for _, h := range out {
+		if a.shaper.suspect(h.addr, after) {
+			suspect[h.addr] = true
+		}
+	}
+	if len(suspect) > 0 {
+		// Hops are in preference order: a stable sort on (pref,
+		// suspect) keeps both that order and the random order within a
+		// preference.
+		slices.SortStableFunc(out, func(x, y hop) int {
+			if x.pref != y.pref {
+				return x.pref - y.pref
+			}
+			return boolInt(suspect[x.addr]) - boolInt(suspect[y.addr])
+		})
+	}
+	return out
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func hopNames(hops []hop) string {
+	names := make([]string, len(hops))
+	for i, h := range hops {
+		names[i] = h.String()
+	}
+	return strings.Join(names, ", ")
 }
 
 func pendingOf(rcpts []*rcptState) []*rcptState {
@@ -312,33 +539,21 @@ func connReply(err error) *sluice.Reply {
 		return sluice.NewReply(451, sluice.EnhancedCode{4, 4, 1}, "no next hop could be reached")
 	}
 	if r, ok := sluice.ReplyOf(err); ok && r.Temporary() {
-		return r
+		return &sluice.Reply{Code: r.Code, Enhanced: r.Enhanced, Message: r.Message + " (" + errorContext(err) + ")"}
 	}
-	return sluice.NewReply(451, sluice.EnhancedCode{4, 4, 1}, "%v", err)
+	code := sluice.EnhancedCode{4, 4, 1}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		code = sluice.EnhancedCode{4, 4, 2}
+	}
+	return sluice.NewReply(451, code, "%v", err)
 }
 
-func (a *Agent) logResult(msg *queue.Message, st *rcptState, outcome sluice.Outcome) {
-	env := msg.Envelope
-	var delay time.Duration
-	if !env.Received.IsZero() {
-		delay = time.Since(env.Received).Round(time.Millisecond)
+// errorContext names the host and phase of a *hopError.
+func errorContext(err error) string {
+	var he *hopError
+	if errors.As(err, &he) {
+		return he.h.String() + " " + he.phase
 	}
-	category := ""
-	if outcome != sluice.OutcomeDelivered {
-		category = string(Categorize(st.reply))
-	}
-	a.log.Info("delivery",
-		"queue_id", env.ID,
-		"from", env.From,
-		"to", st.rcpt.Address,
-		"relay", st.relay,
-		"ip", st.ip,
-		"attempt", msg.Attempt,
-		"tls", st.tls,
-		"reply", st.reply.Error(),
-		"result", outcome.String(),
-		"category", category, // "" when delivered
-		// Seconds, as Postfix's delay=: a Duration would log as nanoseconds in JSON.
-		"delay", delay.Seconds(),
-	)
+	return "next hop"
 }

@@ -6,105 +6,79 @@ import (
 	"github.com/sluicemta/sluice"
 )
 
-// Category is the broad reason a recipient was not delivered, for the
-// delivery log, notifications and metrics: the same reply reads very
-// differently across providers, and an operator asks "is this our IP's
-// reputation, or bad addresses?" rather than "which 5.7.x was it?".
+// Category is why a recipient failed, in terms an operator acts on: a
+// bad mailbox is removed from a list, a reputation block is taken to the
+// receiving provider, a full mailbox is retried later.
 type Category string
 
-// The categories [Categorize] returns.
+// The categories of [Categorize].
 const (
-	CategoryBadMailbox Category = "bad-mailbox" // the address does not exist or is disabled
-	CategoryPolicy     Category = "policy"      // refused by the receiver's policy (authentication, relaying, ...)
-	CategoryContent    Category = "content"     // the message itself was refused (spam, virus, size, format)
-	CategoryReputation Category = "reputation"  // our sending IP or domain is blocklisted or throttled for reputation
-	CategoryQuota      Category = "quota"       // mailbox or system full, or a rate or volume limit
-	CategoryRouting    Category = "routing"     // no route: bad domain, null MX, DNS failure, loop
-	CategoryNetwork    Category = "network"     // the next hop could not be reached or the connection broke
-	CategoryOther      Category = "other"       // none of the above, or not enough information
+	CategoryNone       Category = ""            // delivered, or no reply
+	CategoryBadMailbox Category = "bad-mailbox" // no such user, disabled mailbox
+	CategoryRouting    Category = "routing"     // no such domain, null MX, unroutable
+	CategoryQuota      Category = "quota"       // mailbox full, over quota
+	CategoryPolicy     Category = "policy"      // refused by the receiver's policy
+	CategoryReputation Category = "reputation"  // our IP or domain is blocklisted or throttled
+	CategoryContent    Category = "content"     // spam, virus, message too large, bad format
+	CategoryNetwork    Category = "network"     // connection refused, timed out, reset
+	CategoryProtocol   Category = "protocol"    // syntax errors, unsupported extensions
+	CategoryOther      Category = "other"
 )
 
-// Reply texts that decide a category whatever the enhanced code says:
-// receivers often send a generic 5.7.1 or 5.0.0 and put the reason in the
-// text. Checked in this order.
-var textRules = []struct {
+// Text patterns checked before the enhanced code: many receivers say
+// 5.7.1 for everything, and their text is the only clue.
+var categoryText = []struct {
 	re  *regexp.Regexp
 	cat Category
 }{
-	{regexp.MustCompile(`(?i)block ?list|black ?list|spamhaus|spamcop|barracuda|\b(rbl|dnsbl)\b|reputation|listed (at|on|in)|poor sender|sender score`), CategoryReputation},
-	{regexp.MustCompile(`(?i)quota|mailbox (is )?full|over ?(the )?limit|insufficient (system )?storage|too many (messages|recipients)|rate limit`), CategoryQuota},
-	{regexp.MustCompile(`(?i)user unknown|unknown user|no such (user|mailbox|recipient)|does not exist|unknown recipient|invalid recipient|recipient not found|mailbox (unavailable|not found|disabled)|account (disabled|suspended)`), CategoryBadMailbox},
-	{regexp.MustCompile(`(?i)spam|virus|malware|content|message (too big|too large|size)|attachment`), CategoryContent},
+	{regexp.MustCompile(`(?i)\b(blocklist|blacklist|block ?list|listed|spamhaus|spamcop|barracuda|rbl|dnsbl|reputation|ip .*blocked|blocked .*ip|too many connections|rate limit|throttl|deferred due to)`), CategoryReputation},
+	{regexp.MustCompile(`(?i)(quota|mailbox (is )?full|over ?quota|insufficient (system )?storage|mailbox size)`), CategoryQuota},
+	{regexp.MustCompile(`(?i)(user unknown|unknown user|no such user|no such (mailbox|recipient)|does not exist|doesn't exist|recipient (address )?rejected|invalid recipient|unknown recipient|mailbox (unavailable|not found|disabled)|account (disabled|inactive))`), CategoryBadMailbox},
+	{regexp.MustCompile(`(?i)(spam|virus|malware|content|message (too large|size exceeds)|too big)`), CategoryContent},
 }
 
-// Categorize returns the category of a failure reply (4xx or 5xx). Known
-// reply texts decide first (a blocklist named in a 5.7.1 is reputation,
-// a "mailbox full" in a 5.0.0 is quota); then the enhanced status code
-// (RFC 3463); then the reply code for connection-level replies. A nil or
-// positive reply is [CategoryOther].
+// Categorize sorts a failure reply into a [Category], from its text (for
+// well-known phrases) and its RFC 3463 enhanced status code.
 func Categorize(r *sluice.Reply) Category {
 	if r == nil || r.Positive() {
-		return CategoryOther
+		return CategoryNone
 	}
-	for _, rule := range textRules {
-		if rule.re.MatchString(r.Message) {
-			return rule.cat
+	for _, t := range categoryText {
+		if t.re.MatchString(r.Message) {
+			return t.cat
 		}
 	}
-	if c := categoryOfCode(r.Enhanced); c != CategoryOther {
-		return c
-	}
-	if r.Code == 421 {
-		return CategoryNetwork // service not available, closing the channel
-	}
-	return CategoryOther
-}
-
-// categoryOfCode maps an enhanced status code's subject and detail.
-func categoryOfCode(ec sluice.EnhancedCode) Category {
-	subject, detail := ec[1], ec[2]
-	switch subject {
-	case 1: // addressing
-		switch detail {
-		case 1, 3, 6: // bad mailbox, bad syntax, mailbox moved
-			return CategoryBadMailbox
-		case 2, 10: // bad destination system, null MX
-			return CategoryRouting
-		}
+	ec := r.Enhanced
+	switch {
+	case ec[1] == 1 && (ec[2] == 2 || ec[2] == 10): // bad domain, null MX
+		return CategoryRouting
+	case ec[1] == 1: // addressing: bad mailbox, moved, ambiguous
 		return CategoryBadMailbox
-	case 2: // mailbox
-		switch detail {
-		case 2:
-			return CategoryQuota
-		case 3:
-			return CategoryContent // message longer than the mailbox accepts
-		}
-		return CategoryBadMailbox // 2.1 disabled, 2.0 other mailbox status
-	case 3: // mail system
-		switch detail {
-		case 1:
-			return CategoryQuota // system full
-		case 4:
-			return CategoryContent // message too big for the system
-		}
-	case 4: // network and routing
-		switch detail {
-		case 1, 2, 7: // no answer, bad connection, delivery time expired
-			return CategoryNetwork
-		case 3, 4, 6: // DNS failure, unable to route, loop
-			return CategoryRouting
-		case 5:
-			return CategoryQuota // congestion
-		}
-	case 5: // protocol
-		return CategoryOther
-	case 6: // content
+	case ec[1] == 2 && ec[2] == 2:
+		return CategoryQuota
+	case ec[1] == 2 && ec[2] == 3, ec[1] == 3 && ec[2] == 4: // too large
 		return CategoryContent
-	case 7: // security and policy
-		switch detail {
-		case 25: // reverse DNS of our IP failed
-			return CategoryReputation
-		}
+	case ec[1] == 2: // mailbox disabled or otherwise unavailable
+		return CategoryBadMailbox
+	case ec[1] == 4 && (ec[2] == 1 || ec[2] == 2): // no answer, bad connection
+		return CategoryNetwork
+	case ec[1] == 4:
+		return CategoryRouting
+	case ec[1] == 5:
+		return CategoryProtocol
+	case ec[1] == 6:
+		return CategoryContent
+	case ec[1] == 7:
+		return CategoryPolicy
+	}
+	switch r.Code {
+	case 421:
+		return CategoryReputation
+	case 550, 551, 553:
+		return CategoryBadMailbox
+	case 552:
+		return CategoryQuota
+	case 554:
 		return CategoryPolicy
 	}
 	return CategoryOther

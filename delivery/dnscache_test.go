@@ -1,67 +1,123 @@
-package delivery
+package delivery_test
 
 import (
-	"fmt"
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
+	"github.com/sluicemta/sluice"
+	"github.com/sluicemta/sluice/delivery"
 )
 
-func TestDNSCacheBounded(t *testing.T) {
-	now := time.Unix(0, 0)
-	c := newDNSCache(3, time.Minute, func() time.Time { return now })
-	a := func(name string, ttl int) []dns.RR {
-		rr, err := dns.NewRR(fmt.Sprintf("%s %d IN A 127.0.0.1", name, ttl))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return []dns.RR{rr}
-	}
-	for i := range 10 {
-		name := fmt.Sprintf("h%d.test.", i)
-		c.put(name, dns.TypeA, a(name, 60), false, nil)
-		if n := len(c.entries); n > 3 {
-			t.Fatalf("after %d puts the cache holds %d entries, want at most 3", i+1, n)
-		}
-		if _, ok := c.get(name, dns.TypeA); !ok {
-			t.Fatalf("entry %s missing right after put", name)
+// The cache tests count the queries the DNS server receives while an
+// injected clock moves past the TTLs.
+
+func TestDNSCacheHonoursTTL(t *testing.T) {
+	sink := newSink(t)
+	srv := newDNS(t,
+		"ttl.test. 60 IN MX 10 mx.ttl.test.",
+		"mx.ttl.test. 300 IN A 127.0.0.1",
+	)
+	clk := newClock()
+	e := newAgent(t, delivery.WithResolvers(srv.Addr()), delivery.WithPort(port(t, sink.Addr())), delivery.WithClock(clk.Now))
+	send := func() {
+		t.Helper()
+		if r := deliver(t, e.agent, newMessage("x: y\r\n\r\nhi\r\n", "a@x.test", "b@ttl.test"))[0]; r.Outcome != sluice.OutcomeDelivered {
+			t.Fatalf("got %v %v, want delivered", r.Outcome, r.Reply)
 		}
 	}
-	// Expired entries are dropped before live ones.
-	c = newDNSCache(2, time.Minute, func() time.Time { return now })
-	c.put("short.test.", dns.TypeA, a("short.test.", 1), false, nil)
-	c.put("long.test.", dns.TypeA, a("long.test.", 600), false, nil)
-	now = now.Add(2 * time.Second)
-	c.put("new.test.", dns.TypeA, a("new.test.", 60), false, nil)
-	if _, ok := c.get("long.test.", dns.TypeA); !ok {
-		t.Error("a live entry was evicted while an expired one could go")
+	send()
+	first := srv.Queries() // MX, A and AAAA
+	if first != 3 {
+		t.Fatalf("first attempt made %d queries, want 3 (MX, A, AAAA)", first)
+	}
+	send()
+	if got := srv.Queries(); got != first {
+		t.Errorf("second attempt within the TTL made %d queries, want 0", got-first)
+	}
+	clk.Advance(61 * time.Second) // past the MX TTL, not the A TTL
+	send()
+	if got := srv.Queries() - first; got != 1 {
+		t.Errorf("attempt after the MX TTL made %d queries, want 1 (MX only)", got)
+	}
+	clk.Advance(300 * time.Second)
+	send()
+	if got := srv.Queries() - first; got != 4 {
+		t.Errorf("attempt after every TTL made %d queries in all, want 4", got)
 	}
 }
 
-func TestDNSCacheNegativeTTLFromSOA(t *testing.T) {
-	now := time.Unix(0, 0)
-	c := newDNSCache(10, 10*time.Minute, func() time.Time { return now })
-	soa, err := dns.NewRR("test. 120 IN SOA ns.test. admin.test. 1 3600 600 86400 30")
-	if err != nil {
-		t.Fatal(err)
+func TestDNSNegativeCaching(t *testing.T) {
+	sink := newSink(t)
+	srv := newDNS(t,
+		// RFC 2308: the negative TTL is min(SOA TTL, SOA MINIMUM) = 30s.
+		"neg.test. 3600 IN SOA ns.neg.test. admin.neg.test. 1 3600 600 86400 30",
+		"implicit.neg.test. 600 IN A 127.0.0.1",
+		"implicit.neg.test. 600 IN AAAA ::1",
+	)
+	clk := newClock()
+	e := newAgent(t, delivery.WithResolvers(srv.Addr()), delivery.WithPort(port(t, sink.Addr())), delivery.WithClock(clk.Now))
+	tests := []struct {
+		name     string
+		to       string
+		want     sluice.Outcome
+		queries  int // on a cold cache
+		advance  time.Duration
+		requery  int // after advance
+		describe string
+	}{
+		{"NXDOMAIN", "b@missing.neg.test", sluice.OutcomeBounced, 1, 31 * time.Second, 1, "MX NXDOMAIN cached for the SOA minimum"},
+		{"NODATA", "b@implicit.neg.test", sluice.OutcomeDelivered, 3, 31 * time.Second, 1, "MX NODATA cached for the SOA minimum, A/AAAA for their TTL"},
 	}
-	resp := &dns.Msg{Ns: []dns.RR{soa}}
-	c.put("gone.test.", dns.TypeMX, nil, true, resp)
-	now = now.Add(29 * time.Second)
-	if e, ok := c.get("GONE.test.", dns.TypeMX); !ok || !e.nx {
-		t.Fatalf("NXDOMAIN not cached for the SOA MINIMUM (30s): %v %v", e, ok)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := srv.Queries()
+			for i := range 2 {
+				r := deliver(t, e.agent, newMessage("x: y\r\n\r\nhi\r\n", "a@x.test", tt.to))[0]
+				if r.Outcome != tt.want {
+					t.Fatalf("attempt %d: got %v %v, want %v", i, r.Outcome, r.Reply, tt.want)
+				}
+			}
+			if got := srv.Queries() - before; got != tt.queries {
+				t.Errorf("two attempts made %d queries, want %d (%s)", got, tt.queries, tt.describe)
+			}
+			clk.Advance(tt.advance)
+			before = srv.Queries()
+			deliver(t, e.agent, newMessage("x: y\r\n\r\nhi\r\n", "a@x.test", tt.to))
+			if got := srv.Queries() - before; got != tt.requery {
+				t.Errorf("after %v: %d queries, want %d", tt.advance, got, tt.requery)
+			}
+		})
 	}
-	now = now.Add(2 * time.Second)
-	if _, ok := c.get("gone.test.", dns.TypeMX); ok {
-		t.Error("NXDOMAIN cached beyond min(SOA TTL, MINIMUM) = 30s")
+}
+
+func TestDNSFailureIsNotCached(t *testing.T) {
+	srv := newDNS(t, "flaky.test. 60 IN A 127.0.0.1")
+	srv.Hang("flaky.test")
+	clk := newClock()
+	e := newAgent(t, delivery.WithResolvers(srv.Addr()), delivery.WithClock(clk.Now))
+	for i := range 2 {
+		start := time.Now()
+		r := deliver(t, e.agent, newMessage("x: y\r\n\r\nhi\r\n", "a@x.test", "b@flaky.test"))[0]
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("attempt %d took %v with a 200ms DNS timeout", i, d)
+		}
+		if r.Outcome != sluice.OutcomeDeferred || r.Reply.Enhanced.String() != "4.4.3" {
+			t.Errorf("attempt %d: got %v %v, want deferred 4.4.3", i, r.Outcome, r.Reply)
+		}
 	}
-	// The option caps a long SOA negative TTL.
-	c = newDNSCache(10, 10*time.Second, func() time.Time { return now })
-	soa.(*dns.SOA).Minttl = 3600
-	c.put("gone.test.", dns.TypeMX, nil, true, resp)
-	now = now.Add(11 * time.Second)
-	if _, ok := c.get("gone.test.", dns.TypeMX); ok {
-		t.Error("negative entry outlived the WithNegativeTTL cap")
+	if got := srv.Queries(); got != 2 {
+		t.Errorf("two attempts made %d queries, want 2: a timeout must not be cached", got)
+	}
+}
+
+func TestDNSCacheDisabled(t *testing.T) {
+	sink := newSink(t)
+	srv := newDNS(t, "nocache.test. 60 IN A 127.0.0.1")
+	e := newAgent(t, delivery.WithResolvers(srv.Addr()), delivery.WithPort(port(t, sink.Addr())), delivery.WithDNSCache(0))
+	for range 2 {
+		deliver(t, e.agent, newMessage("x: y\r\n\r\nhi\r\n", "a@x.test", "b@nocache.test"))
+	}
+	if got := srv.Queries(); got != 6 {
+		t.Errorf("two attempts without a cache made %d queries, want 6", got)
 	}
 }

@@ -23,57 +23,47 @@ const (
 	maxQuotedMessage = 1 << 20  // message/rfc822 part (RET=FULL)
 )
 
-// dsnKind is what differs between a failure and a delay notification.
+// dsnKind is the kind of a notification: a failure or a delay.
 type dsnKind struct {
 	notify  string // the RFC 3461 NOTIFY keyword that asks for it
-	action  string // the Action field (RFC 3464 section 2.3.3)
+	action  string // the RFC 3464 Action field
 	subject string
-	intro   string // first line of the human-readable part
-	full    bool   // RET=FULL may return the whole message
+	intro   string
 }
 
 var (
-	failedKind = dsnKind{
-		notify:  "FAILURE",
-		action:  "failed",
-		subject: "Undelivered Mail Returned to Sender",
-		intro:   "Your message could not be delivered to one or more recipients.",
-		full:    true,
-	}
-	// RFC 3461 section 4.3: a notification without failures returns the
-	// header only, whatever RET says.
-	delayedKind = dsnKind{
-		notify:  "DELAY",
-		action:  "delayed",
-		subject: "Delayed Mail (still being retried)",
-		intro:   "Your message has not yet been delivered to one or more recipients.\r\nThe mail system will keep trying; you need not send it again.",
-	}
+	dsnFailed = dsnKind{"FAILURE", "failed", "Undelivered Mail Returned to Sender",
+		"Your message could not be delivered to one or more recipients.\r\n"}
+	dsnDelayed = dsnKind{"DELAY", "delayed", "Delayed Mail (still being retried)",
+		"Delivery of your message to one or more recipients is delayed.\r\n" +
+			"No action is needed: delivery will be tried again until the message expires.\r\n"}
 )
 
 // Bounce queues a delivery status notification (RFC 3464) to the sender
 // of msg for the failed recipients that asked for one (RFC 3461 NOTIFY).
-// Nothing is sent for the null sender. An error means no notification was
-// queued; the queue then keeps the recipients and calls Bounce again.
+// Nothing is sent for the null sender, which is also the sender of every
+// notification, so a notification never loops. An error means no
+// notification was queued; the queue then keeps the recipients and calls
+// Bounce again.
 func (a *Agent) Bounce(ctx context.Context, msg *queue.Message, failed []queue.Failure) error {
-	return a.notify(ctx, msg, failed, failedKind)
+	return a.notify(ctx, msg, failed, dsnFailed)
 }
 
-// NotifyDelay queues a "delayed" delivery status notification (RFC 3464,
-// Action: delayed) to the sender of msg for the recipients that asked for
-// one: NOTIFY including DELAY, or no NOTIFY at all (RFC 3461 section
-// 4.1). Nothing is sent for the null sender. The notification quotes the
-// original header only. An error means no notification was queued.
+// NotifyDelay queues a "delayed" notification (RFC 3464 Action: delayed,
+// a 4.x.x Status) to the sender of msg for the recipients that asked for
+// one (NOTIFY=DELAY, or no NOTIFY parameter). It quotes the original
+// header only, whatever RET says, since the message is still queued.
 func (a *Agent) NotifyDelay(ctx context.Context, msg *queue.Message, delayed []queue.Failure) error {
-	return a.notify(ctx, msg, delayed, delayedKind)
+	return a.notify(ctx, msg, delayed, dsnDelayed)
 }
 
-func (a *Agent) notify(ctx context.Context, msg *queue.Message, fails []queue.Failure, kind dsnKind) error {
+func (a *Agent) notify(ctx context.Context, msg *queue.Message, list []queue.Failure, kind dsnKind) error {
 	env := msg.Envelope
 	if env.From == "" {
-		return nil // never notify about a notification (RFC 5321 section 4.5.5)
+		return nil // never bounce a bounce (RFC 5321 section 4.5.5)
 	}
 	var notify []queue.Failure
-	for _, f := range fails {
+	for _, f := range list {
 		if f.Recipient.NotifyOn(kind.notify) {
 			notify = append(notify, f)
 		}
@@ -87,7 +77,7 @@ func (a *Agent) notify(ctx context.Context, msg *queue.Message, fails []queue.Fa
 		Received:   time.Now(),
 		SMTPUTF8:   env.SMTPUTF8,
 	}
-	full := kind.full && strings.EqualFold(env.Ret, "FULL") && msg.Size <= maxQuotedMessage
+	full := kind.action == "failed" && strings.EqualFold(env.Ret, "FULL") && msg.Size <= maxQuotedMessage
 	if full && env.Body == "8BITMIME" {
 		dsnEnv.Body = "8BITMIME"
 	}
@@ -95,7 +85,7 @@ func (a *Agent) notify(ctx context.Context, msg *queue.Message, fails []queue.Fa
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		pw.CloseWithError(a.writeDSN(pw, msg, notify, kind, full))
+		pw.CloseWithError(a.writeDSN(pw, msg, notify, full, kind))
 	}()
 	id, err := a.dsn.Enqueue(ctx, dsnEnv, pr)
 	pr.CloseWithError(errors.New("delivery: notification abandoned"))
@@ -103,14 +93,14 @@ func (a *Agent) notify(ctx context.Context, msg *queue.Message, fails []queue.Fa
 	if err != nil {
 		return fmt.Errorf("delivery: queue %s notification for %s: %w", kind.action, env.ID, err)
 	}
-	a.log.InfoContext(ctx, "notification queued", "queue_id", env.ID, "dsn_id", id, "to", env.From,
-		"action", kind.action, "recipients", len(notify))
+	a.log.InfoContext(ctx, "notification queued", "queue_id", env.ID, "dsn_id", id, "action", kind.action,
+		"to", env.From, "recipients", len(notify))
 	return nil
 }
 
 // writeDSN writes the notification: a multipart/report with a text part,
 // the delivery-status part and the original header or message.
-func (a *Agent) writeDSN(w io.Writer, msg *queue.Message, fails []queue.Failure, kind dsnKind, full bool) error {
+func (a *Agent) writeDSN(w io.Writer, msg *queue.Message, list []queue.Failure, full bool, kind dsnKind) error {
 	env := msg.Envelope
 	var h message.Header
 	h.Set("From", "Mail Delivery System <MAILER-DAEMON@"+a.cfg.hostname+">")
@@ -125,10 +115,10 @@ func (a *Agent) writeDSN(w io.Writer, msg *queue.Message, fails []queue.Failure,
 	if err != nil {
 		return err
 	}
-	if err := a.writeDSNText(mw, fails, kind); err != nil {
+	if err := a.writeDSNText(mw, list, kind); err != nil {
 		return err
 	}
-	if err := a.writeDSNStatus(mw, env, fails, kind); err != nil {
+	if err := a.writeDSNStatus(mw, env, list, kind); err != nil {
 		return err
 	}
 	if err := writeDSNOriginal(mw, msg, full); err != nil {
@@ -137,7 +127,7 @@ func (a *Agent) writeDSN(w io.Writer, msg *queue.Message, fails []queue.Failure,
 	return mw.Close()
 }
 
-func (a *Agent) writeDSNText(mw *message.Writer, fails []queue.Failure, kind dsnKind) error {
+func (a *Agent) writeDSNText(mw *message.Writer, failed []queue.Failure, kind dsnKind) error {
 	var h message.Header
 	h.SetContentType("text/plain", map[string]string{"charset": "utf-8"})
 	h.Set("Content-Transfer-Encoding", "quoted-printable")
@@ -147,10 +137,13 @@ func (a *Agent) writeDSNText(mw *message.Writer, fails []queue.Failure, kind dsn
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "This is the mail system at host %s.\r\n\r\n", a.cfg.hostname)
-	b.WriteString(kind.intro + "\r\n")
+	b.WriteString(kind.intro)
 	b.WriteString("The attached delivery report has the details.\r\n\r\n")
-	for _, f := range fails {
+	for _, f := range failed {
 		fmt.Fprintf(&b, "<%s>: %s\r\n", f.Recipient.Address, failureText(f))
+		if c := Categorize(f.Reply); c != CategoryNone {
+			fmt.Fprintf(&b, "    (reason: %s)\r\n", c)
+		}
 	}
 	if _, err := io.WriteString(pw, b.String()); err != nil {
 		return err
@@ -166,13 +159,11 @@ func failureText(f queue.Failure) string {
 		return "gave up after the maximum time in queue"
 	case f.Reply != nil:
 		return f.Reply.Error()
-	case f.Delayed:
-		return "delivery delayed"
 	}
 	return "delivery failed"
 }
 
-func (a *Agent) writeDSNStatus(mw *message.Writer, env *sluice.Envelope, fails []queue.Failure, kind dsnKind) error {
+func (a *Agent) writeDSNStatus(mw *message.Writer, env *sluice.Envelope, failed []queue.Failure, kind dsnKind) error {
 	var h message.Header
 	h.SetContentType("message/delivery-status", nil)
 	pw, err := mw.CreatePart(h)
@@ -187,7 +178,7 @@ func (a *Agent) writeDSNStatus(mw *message.Writer, env *sluice.Envelope, fails [
 	if !env.Received.IsZero() {
 		fmt.Fprintf(&b, "Arrival-Date: %s\r\n", env.Received.Format(time.RFC1123Z))
 	}
-	for _, f := range fails {
+	for _, f := range failed {
 		b.WriteString("\r\n")
 		addrType := "rfc822"
 		if !isPrintableASCII(f.Recipient.Address) {
@@ -201,8 +192,10 @@ func (a *Agent) writeDSNStatus(mw *message.Writer, env *sluice.Envelope, fails [
 		fmt.Fprintf(&b, "Status: %s\r\n", dsnStatus(f, kind))
 		if f.Reply != nil {
 			fmt.Fprintf(&b, "Diagnostic-Code: smtp; %s\r\n", oneLine(f.Reply.Error()))
-			// An extension field (RFC 3464 section 2.4): [Categorize].
-			fmt.Fprintf(&b, "X-Sluice-Category: %s\r\n", Categorize(f.Reply))
+			if c := Categorize(f.Reply); c != CategoryNone {
+				// An extension field (RFC 3464 section 3.3).
+				fmt.Fprintf(&b, "X-Sluice-Category: %s\r\n", c)
+			}
 		}
 	}
 	if _, err := io.WriteString(pw, b.String()); err != nil {
@@ -212,14 +205,13 @@ func (a *Agent) writeDSNStatus(mw *message.Writer, env *sluice.Envelope, fails [
 }
 
 func dsnStatus(f queue.Failure, kind dsnKind) string {
-	if kind.action == delayedKind.action {
-		// A delay is transient by definition (RFC 3464 section 2.3.4).
+	switch {
+	case kind.action == "delayed":
+		// A delay is transient by definition: class 4 (RFC 3464 2.3.4).
 		if f.Reply != nil && f.Reply.Enhanced[0] == 4 {
 			return f.Reply.Enhanced.String()
 		}
 		return "4.0.0"
-	}
-	switch {
 	case f.Expired:
 		return "4.4.7"
 	case f.Reply != nil && f.Reply.Enhanced != (sluice.EnhancedCode{}):

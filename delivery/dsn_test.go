@@ -141,9 +141,9 @@ func TestBounceBuildsDSN(t *testing.T) {
 	want := []map[string]string{
 		{"Reporting-MTA": "dns; mta.test", "Original-Envelope-Id": "ENV42"},
 		{"Final-Recipient": "rfc822; b@y.test", "Original-Recipient": "rfc822;b@y.test", "Action": "failed",
-			"Status": "5.1.1", "Diagnostic-Code": "smtp; 550 5.1.1 no such user", "X-Sluice-Category": "bad-mailbox"},
+			"Status": "5.1.1", "Diagnostic-Code": "smtp; 550 5.1.1 no such user"},
 		{"Final-Recipient": "rfc822; c@y.test", "Action": "failed", "Status": "4.4.7",
-			"Diagnostic-Code": "smtp; 451 4.4.1 connection refused", "X-Sluice-Category": "network"},
+			"Diagnostic-Code": "smtp; 451 4.4.1 connection refused"},
 	}
 	for i, fields := range want {
 		for k, v := range fields {
@@ -215,118 +215,123 @@ func TestBounceEnqueueErrorReturned(t *testing.T) {
 	}
 }
 
-func notifyDelay(t *testing.T, e env, msg *queue.Message, delayed ...queue.Failure) error {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return e.agent.NotifyDelay(ctx, msg, delayed)
-}
-
-func TestNotifyDelayBuildsDelayedDSN(t *testing.T) {
-	e := newAgent(t, delivery.WithResolvers("127.0.0.1:53"))
-	msg := newMessage(original, "a@x.test", "b@y.test", "c@y.test", "d@y.test")
-	msg.Envelope.Ret = "FULL" // ignored: a delay notice returns the header only
-	err := notifyDelay(t, e, msg,
-		queue.Failure{Recipient: sluice.Recipient{Address: "b@y.test"}, Delayed: true,
-			Reply: sluice.NewReply(451, sluice.EnhancedCode{4, 2, 2}, "mailbox full")},
-		queue.Failure{Recipient: sluice.Recipient{Address: "c@y.test"}, Delayed: true,
-			Reply: sluice.NewReply(421, sluice.EnhancedCode{}, "try later")},
-		queue.Failure{Recipient: sluice.Recipient{Address: "d@y.test"}, Delayed: true},
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(e.dsn.envs) != 1 {
-		t.Fatalf("got %d notifications, want 1", len(e.dsn.envs))
-	}
-	if env := e.dsn.envs[0]; env.From != "" || len(env.Recipients) != 1 || env.Recipients[0].Address != "a@x.test" {
-		t.Errorf("notification envelope %+v, want <> -> a@x.test", env)
-	}
-	h, parts := parseDSN(t, e.dsn.msgs[0])
-	ct, params, _ := h.ContentType()
-	if ct != "multipart/report" || params["report-type"] != "delivery-status" {
-		t.Errorf("Content-Type %s %v, want multipart/report; report-type=delivery-status", ct, params)
-	}
-	if got := h.Get("Subject"); !strings.HasPrefix(got, "Delayed Mail") {
-		t.Errorf("Subject %q, want a delay subject", got)
-	}
-	if h.Get("Auto-Submitted") != "auto-replied" {
-		t.Error("no Auto-Submitted: auto-replied")
-	}
-	if len(parts) != 3 {
-		t.Fatalf("got %d parts, want 3", len(parts))
-	}
-	if parts[0].contentType != "text/plain" || !strings.Contains(parts[0].body, "not yet been delivered") ||
-		!strings.Contains(parts[0].body, "<b@y.test>: 451 4.2.2 mailbox full") {
-		t.Errorf("text part %q", parts[0].body)
-	}
-	if parts[1].contentType != "message/delivery-status" {
-		t.Fatalf("second part is %q", parts[1].contentType)
-	}
-	groups := statusGroups(t, parts[1].body)
-	if len(groups) != 4 {
-		t.Fatalf("got %d delivery-status groups, want 4", len(groups))
-	}
-	if got := groups[0].Get("Reporting-MTA"); got != "dns; mta.test" {
-		t.Errorf("Reporting-MTA %q", got)
-	}
-	want := []map[string]string{
-		{"Final-Recipient": "rfc822; b@y.test", "Action": "delayed", "Status": "4.2.2",
-			"Diagnostic-Code": "smtp; 451 4.2.2 mailbox full", "X-Sluice-Category": "quota"},
-		{"Final-Recipient": "rfc822; c@y.test", "Action": "delayed", "Status": "4.0.0",
-			"Diagnostic-Code": "smtp; 421 try later"},
-		{"Final-Recipient": "rfc822; d@y.test", "Action": "delayed", "Status": "4.0.0", "Diagnostic-Code": ""},
-	}
-	for i, fields := range want {
-		for k, v := range fields {
-			if got := groups[i+1].Get(k); got != v {
-				t.Errorf("group %d %s = %q, want %q", i+1, k, got, v)
-			}
-		}
-	}
-	if parts[2].contentType != "text/rfc822-headers" || strings.Contains(parts[2].body, "secret body") {
-		t.Errorf("third part %q %q, want the original header only despite RET=FULL", parts[2].contentType, parts[2].body)
-	}
-}
-
-func TestNotifyDelaySuppressed(t *testing.T) {
+func TestNotifyDelay(t *testing.T) {
 	delayed := func(notify ...string) queue.Failure {
 		return queue.Failure{Recipient: sluice.Recipient{Address: "b@y.test", Notify: notify}, Delayed: true,
-			Reply: sluice.NewReply(451, sluice.EnhancedCode{4, 4, 1}, "no answer")}
+			Reply: sluice.NewReply(451, sluice.EnhancedCode{4, 4, 1}, "connection refused")}
 	}
 	tests := []struct {
 		name string
-		from string
 		f    queue.Failure
 		want int
 	}{
-		{"null sender", "", delayed(), 0},
-		{"NOTIFY=NEVER", "a@x.test", delayed("NEVER"), 0},
-		{"NOTIFY=FAILURE", "a@x.test", delayed("FAILURE"), 0},
-		{"NOTIFY=SUCCESS,FAILURE", "a@x.test", delayed("SUCCESS", "FAILURE"), 0},
-		{"NOTIFY=DELAY", "a@x.test", delayed("DELAY"), 1},
-		{"NOTIFY=FAILURE,delay", "a@x.test", delayed("FAILURE", "delay"), 1},
-		{"NOTIFY absent", "a@x.test", delayed(), 1},
+		{"default NOTIFY", delayed(), 1},
+		{"NOTIFY=DELAY", delayed("DELAY"), 1},
+		{"NOTIFY=FAILURE", delayed("FAILURE"), 0},
+		{"NOTIFY=NEVER", delayed("NEVER"), 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newAgent(t, delivery.WithResolvers("127.0.0.1:53"))
-			if err := notifyDelay(t, e, newMessage(original, tt.from, "b@y.test"), tt.f); err != nil {
+			msg := newMessage(original, "a@x.test", "b@y.test")
+			msg.Envelope.Ret = "FULL" // a delay quotes the header only
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := e.agent.NotifyDelay(ctx, msg, []queue.Failure{tt.f}); err != nil {
 				t.Fatal(err)
 			}
 			if got := len(e.dsn.envs); got != tt.want {
-				t.Errorf("got %d notifications, want %d", got, tt.want)
+				t.Fatalf("got %d notifications, want %d", got, tt.want)
+			}
+			if tt.want == 0 {
+				return
+			}
+			h, parts := parseDSN(t, e.dsn.msgs[0])
+			if got := h.Get("Subject"); !strings.Contains(got, "Delayed") {
+				t.Errorf("Subject %q, want a delay notice", got)
+			}
+			if len(parts) != 3 || parts[1].contentType != "message/delivery-status" || parts[2].contentType != "text/rfc822-headers" {
+				t.Fatalf("parts %+v, want text, delivery-status, headers", parts)
+			}
+			g := statusGroups(t, parts[1].body)[1]
+			for k, want := range map[string]string{"Action": "delayed", "Status": "4.4.1", "X-Sluice-Category": "network"} {
+				if got := g.Get(k); got != want {
+					t.Errorf("%s = %q, want %q", k, got, want)
+				}
+			}
+			if strings.Contains(parts[2].body, "secret body") {
+				t.Error("a delay notice quoted the body")
 			}
 		})
 	}
 }
 
-func TestNotifyDelayEnqueueErrorReturned(t *testing.T) {
+func TestBounceCarriesCategory(t *testing.T) {
 	e := newAgent(t, delivery.WithResolvers("127.0.0.1:53"))
-	e.dsn.err = errors.New("disk full")
-	err := notifyDelay(t, e, newMessage(original, "a@x.test", "b@y.test"),
-		queue.Failure{Recipient: sluice.Recipient{Address: "b@y.test"}, Delayed: true})
-	if err == nil || !strings.Contains(err.Error(), "disk full") {
-		t.Errorf("got %v, want the Enqueue error", err)
+	msg := newMessage(original, "a@x.test", "b@y.test")
+	if err := bounce(t, e, msg, queue.Failure{Recipient: msg.Envelope.Recipients[0],
+		Reply: sluice.NewReply(554, sluice.EnhancedCode{5, 7, 1}, "rejected: your IP is listed at zen.spamhaus.org")}); err != nil {
+		t.Fatal(err)
+	}
+	_, parts := parseDSN(t, e.dsn.msgs[0])
+	if got := statusGroups(t, parts[1].body)[1].Get("X-Sluice-Category"); got != "reputation" {
+		t.Errorf("X-Sluice-Category = %q, want reputation", got)
+	}
+	if !strings.Contains(parts[0].body, "(reason: reputation)") {
+		t.Errorf("text part %q does not name the reason", parts[0].body)
+	}
+}
+
+func TestOwnNotificationNeverBouncedBack(t *testing.T) {
+	e := newAgent(t, delivery.WithResolvers("127.0.0.1:53"))
+	msg := newMessage(original, "a@x.test", "b@y.test")
+	fail := queue.Failure{Recipient: msg.Envelope.Recipients[0], Reply: sluice.NewReply(550, sluice.EnhancedCode{5, 1, 1}, "no")}
+	if err := bounce(t, e, msg, fail); err != nil {
+		t.Fatal(err)
+	}
+	// The notification itself fails: bouncing it must queue nothing.
+	dsnEnv, dsnBody := e.dsn.envs[0], e.dsn.msgs[0]
+	dsnMsg := queue.NewMessage(dsnEnv, int64(len(dsnBody)), func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(dsnBody)), nil
+	})
+	if err := bounce(t, e, dsnMsg, queue.Failure{Recipient: dsnEnv.Recipients[0], Reply: fail.Reply}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.agent.NotifyDelay(ctx, dsnMsg, []queue.Failure{{Recipient: dsnEnv.Recipients[0], Reply: fail.Reply, Delayed: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(e.dsn.envs); got != 1 {
+		t.Errorf("got %d notifications, want 1: a notification about a notification loops", got)
+	}
+}
+
+func TestCategorize(t *testing.T) {
+	tests := []struct {
+		reply *sluice.Reply
+		want  delivery.Category
+	}{
+		{nil, delivery.CategoryNone},
+		{sluice.NewReply(250, sluice.EnhancedCode{2, 0, 0}, "ok"), delivery.CategoryNone},
+		{sluice.NewReply(550, sluice.EnhancedCode{5, 1, 1}, "no such user"), delivery.CategoryBadMailbox},
+		{sluice.NewReply(550, sluice.EnhancedCode{}, "User unknown in virtual mailbox table"), delivery.CategoryBadMailbox},
+		{sluice.NewReply(556, sluice.EnhancedCode{5, 1, 10}, "domain does not accept mail (null MX)"), delivery.CategoryRouting},
+		{sluice.NewReply(552, sluice.EnhancedCode{5, 2, 2}, "over the limit"), delivery.CategoryQuota},
+		{sluice.NewReply(452, sluice.EnhancedCode{4, 2, 2}, "mailbox full"), delivery.CategoryQuota},
+		{sluice.NewReply(550, sluice.EnhancedCode{5, 7, 1}, "message rejected by policy"), delivery.CategoryPolicy},
+		{sluice.NewReply(554, sluice.EnhancedCode{5, 7, 1}, "Service unavailable; client host blocked using Spamhaus"), delivery.CategoryReputation},
+		{sluice.NewReply(421, sluice.EnhancedCode{4, 7, 0}, "too many connections from your IP"), delivery.CategoryReputation},
+		{sluice.NewReply(554, sluice.EnhancedCode{5, 7, 1}, "message looks like spam"), delivery.CategoryContent},
+		{sluice.NewReply(552, sluice.EnhancedCode{5, 3, 4}, "message size exceeds fixed limit"), delivery.CategoryContent},
+		{sluice.NewReply(451, sluice.EnhancedCode{4, 4, 1}, "connection refused"), delivery.CategoryNetwork},
+		{sluice.NewReply(451, sluice.EnhancedCode{4, 4, 3}, "DNS lookup failed"), delivery.CategoryRouting},
+		{sluice.NewReply(501, sluice.EnhancedCode{5, 5, 4}, "bad parameter"), delivery.CategoryProtocol},
+		{sluice.NewReply(500, sluice.EnhancedCode{}, "what"), delivery.CategoryOther},
+	}
+	for _, tt := range tests {
+		if got := delivery.Categorize(tt.reply); got != tt.want {
+			t.Errorf("Categorize(%v) = %q, want %q", tt.reply, got, tt.want)
+		}
 	}
 }

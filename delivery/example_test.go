@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -56,4 +58,48 @@ func Example() {
 	// Output:
 	// delivered
 	// alice@example.org [bob@example.com] mta.example.org
+}
+
+// Routes send one domain through a relay pool and pin another domain's
+// mail to a source address; SetRoutes changes them for queued mail too.
+func ExampleNewRoutes() {
+	relay, err := smtptest.NewSink()
+	if err != nil {
+		panic(err)
+	}
+	defer relay.Close()
+
+	routes, err := delivery.NewRoutes(
+		[]delivery.Pool{{Name: "relays", Hosts: []delivery.PoolHost{{Addr: relay.Addr()}}}},
+		[]delivery.Route{
+			{Domain: ".example.com", Pool: "relays",
+				Egress: delivery.Egress{SourceIP: netip.MustParseAddr("127.0.0.2"), Helo: "out2.example.org"}},
+			{Domain: "*", Pool: "relays"},
+		})
+	if err != nil {
+		panic(err)
+	}
+	agent, err := delivery.New(discardDSN{}, delivery.WithHostname("mta.example.org"), delivery.WithRoutes(routes))
+	if err != nil {
+		panic(err)
+	}
+	defer agent.Close()
+
+	body := "Subject: hello\r\n\r\nHi.\r\n"
+	for _, to := range []string{"bob@mail.example.com", "carol@example.net"} {
+		env := &sluice.Envelope{ID: "Q1", From: "alice@example.org", Recipients: []sluice.Recipient{{Address: to}}}
+		msg := queue.NewMessage(env, int64(len(body)), func() (io.ReadCloser, error) {
+			return io.NopCloser(strings.NewReader(body)), nil
+		})
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		agent.Deliver(ctx, msg)
+		cancel()
+	}
+	for _, m := range relay.Messages() {
+		host, _, _ := net.SplitHostPort(m.RemoteAddr)
+		fmt.Println(m.To[0], "from", host, "as", m.Helo)
+	}
+	// Output:
+	// bob@mail.example.com from 127.0.0.2 as out2.example.org
+	// carol@example.net from 127.0.0.1 as mta.example.org
 }

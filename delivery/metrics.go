@@ -12,8 +12,11 @@ import (
 // metrics are the agent's Prometheus collectors; nil when no Registerer
 // was given.
 type metrics struct {
-	attempts *prometheus.CounterVec
-	duration prometheus.Histogram
+	attempts    *prometheus.CounterVec
+	duration    prometheus.Histogram
+	connections *prometheus.CounterVec
+	deadHosts   prometheus.Counter
+	parked      prometheus.Counter
 }
 
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
@@ -31,7 +34,19 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.attempts, m.duration} {
+	m.connections = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_delivery_connections_total",
+		Help: "Sessions used for delivery: opened anew or reused from the connection cache.",
+	}, []string{"kind"})
+	m.deadHosts = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sluice_delivery_dead_hosts_total",
+		Help: "Next-hop addresses marked dead (unreachable, silent or hung) and skipped for a while.",
+	})
+	m.parked = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sluice_delivery_destinations_parked_total",
+		Help: "Destinations parked after repeated failures (their mail deferred without a session).",
+	})
+	for _, c := range []prometheus.Collector{m.attempts, m.duration, m.connections, m.deadHosts, m.parked} {
 		if err := r.Register(c); err != nil {
 			return nil, fmt.Errorf("delivery: register metrics: %w", err)
 		}
@@ -39,6 +54,8 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 	for _, o := range []sluice.Outcome{sluice.OutcomeDelivered, sluice.OutcomeDeferred, sluice.OutcomeBounced} {
 		m.attempts.WithLabelValues(o.String())
 	}
+	m.connections.WithLabelValues("new")
+	m.connections.WithLabelValues("reused")
 	return m, nil
 }
 
@@ -51,5 +68,27 @@ func (m *metrics) attempt(o sluice.Outcome) {
 func (m *metrics) observe(d time.Duration) {
 	if m != nil {
 		m.duration.Observe(d.Seconds())
+	}
+}
+
+func (m *metrics) connection(reused bool) {
+	if m != nil {
+		kind := "new"
+		if reused {
+			kind = "reused"
+		}
+		m.connections.WithLabelValues(kind).Inc()
+	}
+}
+
+func (m *metrics) deadHost() {
+	if m != nil {
+		m.deadHosts.Inc()
+	}
+}
+
+func (m *metrics) park() {
+	if m != nil {
+		m.parked.Inc()
 	}
 }

@@ -1,10 +1,7 @@
 package delivery_test
 
 import (
-	"context"
 	"fmt"
-	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,193 +9,183 @@ import (
 
 	"github.com/sluicemta/sluice"
 	"github.com/sluicemta/sluice/delivery"
+	"github.com/sluicemta/sluice/smtp/smtptest"
 )
 
-// fakeClock is a clock that moves only when told to.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-func TestDNSCacheHonoursTTL(t *testing.T) {
+func TestMXRouting(t *testing.T) {
 	sink := newSink(t)
+	p := port(t, sink.Addr())
 	srv := newDNS(t,
-		"ttl.test. 60 IN MX 10 mx.ttl.test.",
-		"mx.ttl.test. 300 IN A 127.0.0.1",
+		// 127.0.0.2 has nothing listening on the sink's port: the first
+		// host fails and the second one is used.
+		"pref.test. 60 IN MX 10 down.pref.test.",
+		"pref.test. 60 IN MX 20 up.pref.test.",
+		"down.pref.test. 60 IN A 127.0.0.2",
+		"up.pref.test. 60 IN A 127.0.0.1",
+		"nullmx.test. 60 IN MX 0 .",
+		"implicit.test. 60 IN A 127.0.0.1",
+		"servfail.test. 60 IN A 127.0.0.1",
+		"hang.test. 60 IN A 127.0.0.1",
+		"noaddr.test. 60 IN TXT \"v=spf1 -all\"",
 	)
-	clock := newFakeClock()
-	e := newAgent(t, delivery.WithResolvers(srv.Addr()), delivery.WithPort(port(t, sink.Addr())),
-		delivery.WithClock(clock.Now), delivery.WithNegativeTTL(600*time.Second))
-	send := func() sluice.Outcome {
-		return deliver(t, e.agent, newMessage("x: y\r\n\r\nhi\r\n", "a@x.test", "b@ttl.test"))[0].Outcome
-	}
-	steps := []struct {
-		name    string
-		advance time.Duration
-		queries int // new queries the attempt must make
-	}{
-		{"cold cache: MX, A and AAAA", 0, 3},
-		{"all fresh", 59 * time.Second, 0},
-		{"MX expired (60s), A and the empty AAAA still fresh", 2 * time.Second, 1},
-		{"MX (fetched at 61s) and A (300s) expired, the AAAA no-data answer fresh", 240 * time.Second, 2},
-		{"everything expired", 600 * time.Second, 3},
-	}
-	for _, s := range steps {
-		clock.Advance(s.advance)
-		before := srv.Queries()
-		if got := send(); got != sluice.OutcomeDelivered {
-			t.Fatalf("%s: got %v, want delivered", s.name, got)
-		}
-		if got := srv.Queries() - before; got != s.queries {
-			t.Errorf("%s: server got %d queries, want %d", s.name, got, s.queries)
-		}
-	}
-}
-
-func TestDNSCacheSeesChangeAfterExpiry(t *testing.T) {
-	sink := newSink(t)
-	srv := newDNS(t, "move.test. 30 IN MX 10 old.move.test.", "old.move.test. 30 IN A 127.0.0.1",
-		"new.move.test. 30 IN A 127.0.0.1")
-	clock := newFakeClock()
-	e := newAgent(t, delivery.WithResolvers(srv.Addr()), delivery.WithPort(port(t, sink.Addr())), delivery.WithClock(clock.Now))
-	relay := func() any {
-		deliver(t, e.agent, newMessage("x: y\r\n\r\nhi\r\n", "a@x.test", "b@move.test"))
-		recs := e.logs.records(t, "delivery")
-		return recs[len(recs)-1]["relay"]
-	}
-	if got := relay(); got != "old.move.test" {
-		t.Fatalf("relay %v, want old.move.test", got)
-	}
-	srv.Remove("move.test", dns.TypeMX)
-	if err := srv.Add("move.test. 30 IN MX 10 new.move.test."); err != nil {
-		t.Fatal(err)
-	}
-	if got := relay(); got != "old.move.test" {
-		t.Errorf("within the TTL: relay %v, want the cached old.move.test", got)
-	}
-	clock.Advance(31 * time.Second)
-	if got := relay(); got != "new.move.test" {
-		t.Errorf("after the TTL: relay %v, want new.move.test", got)
-	}
-}
-
-func TestDNSNegativeCaching(t *testing.T) {
-	srv := newDNS(t, "nodata.test. 60 IN TXT \"x\"", "flaky.test. 60 IN A 127.0.0.1")
-	srv.SetRcode("flaky.test", dns.RcodeServerFailure)
+	srv.SetRcode("servfail.test", dns.RcodeServerFailure)
+	srv.Hang("hang.test")
 	tests := []struct {
-		domain      string
-		want        sluice.Outcome
-		perAttempt  []int // new queries of attempts 1, 2, and 3 (after the negative TTL)
-		description string
+		domain   string
+		want     sluice.Outcome
+		code     int
+		enhanced string
+		relay    string
 	}{
-		{"nx.test", sluice.OutcomeBounced, []int{1, 0, 1}, "NXDOMAIN cached for the negative TTL"},
-		// MX no-data -> implicit MX -> A and AAAA no-data.
-		{"nodata.test", sluice.OutcomeBounced, []int{3, 0, 3}, "NODATA cached for the negative TTL"},
-		{"flaky.test", sluice.OutcomeDeferred, []int{1, 1, 1}, "SERVFAIL never cached"},
+		{"pref.test", sluice.OutcomeDelivered, 250, "2.0.0", "up.pref.test"},
+		{"implicit.test", sluice.OutcomeDelivered, 250, "2.0.0", "implicit.test"},
+		{"[127.0.0.1]", sluice.OutcomeDelivered, 250, "2.0.0", "[127.0.0.1]"},
+		{"nullmx.test", sluice.OutcomeBounced, 556, "5.1.10", ""},
+		{"nxdomain.test", sluice.OutcomeBounced, 550, "5.1.2", ""},
+		{"noaddr.test", sluice.OutcomeBounced, 550, "5.1.2", ""},
+		{"servfail.test", sluice.OutcomeDeferred, 451, "4.4.3", ""},
+		{"hang.test", sluice.OutcomeDeferred, 451, "4.4.3", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.domain, func(t *testing.T) {
-			clock := newFakeClock()
-			e := newAgent(t, delivery.WithResolvers(srv.Addr()), delivery.WithClock(clock.Now),
-				delivery.WithNegativeTTL(30*time.Second))
-			for i, want := range tt.perAttempt {
-				if i == 2 {
-					clock.Advance(31 * time.Second)
-				}
-				before := srv.Queries()
-				r := deliver(t, e.agent, newMessage("x: y\r\n\r\nhi\r\n", "a@x.test", "b@"+tt.domain))[0]
-				if r.Outcome != tt.want {
-					t.Fatalf("attempt %d: got %v %v, want %v", i+1, r.Outcome, r.Reply, tt.want)
-				}
-				if got := srv.Queries() - before; got != want {
-					t.Errorf("%s: attempt %d made %d queries, want %d", tt.description, i+1, got, want)
-				}
+			e := newAgent(t, delivery.WithResolvers(srv.Addr()), delivery.WithPort(p))
+			before := sink.Count()
+			start := time.Now()
+			r := deliver(t, e.agent, newMessage("x: y\r\n\r\nhi\r\n", "a@x.test", "b@"+tt.domain))[0]
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("attempt took %v with 200ms timeouts", d)
+			}
+			if r.Outcome != tt.want || r.Reply == nil || r.Reply.Code != tt.code || r.Reply.Enhanced.String() != tt.enhanced {
+				t.Fatalf("got %v %v, want %v %d %s", r.Outcome, r.Reply, tt.want, tt.code, tt.enhanced)
+			}
+			wantCount := before
+			if tt.want == sluice.OutcomeDelivered {
+				wantCount++
+			}
+			if got := sink.Count(); got != wantCount {
+				t.Errorf("sink has %d messages, want %d", got, wantCount)
+			}
+			if got := e.logs.records(t, "delivery")[0]["relay"]; got != tt.relay {
+				t.Errorf("log relay = %v, want %q", got, tt.relay)
 			}
 		})
 	}
 }
 
-func TestDNSCacheDisabled(t *testing.T) {
+func TestMXTruncatedAnswerRetriedOverTCP(t *testing.T) {
+	sink := newSink(t)
 	srv := newDNS(t)
-	e := newAgent(t, delivery.WithResolvers(srv.Addr()), delivery.WithDNSCache(0))
-	for range 2 {
-		deliver(t, e.agent, newMessage("x: y\r\n\r\nhi\r\n", "a@x.test", "b@nx.test"))
+	for i := range 40 {
+		if err := srv.Add(fmt.Sprintf("big.test. 60 IN MX %d mx%02d.a-long-host-name.big.test.", 10+i, i)); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if got := srv.Queries(); got != 2 {
-		t.Errorf("server got %d queries, want 2 with the cache off", got)
+	if err := srv.Add("mx00.a-long-host-name.big.test. 60 IN A 127.0.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	e := newAgent(t, delivery.WithResolvers(srv.Addr()), delivery.WithPort(port(t, sink.Addr())))
+	r := deliver(t, e.agent, newMessage("x: y\r\n\r\nhi\r\n", "a@x.test", "b@big.test"))[0]
+	if r.Outcome != sluice.OutcomeDelivered {
+		t.Fatalf("got %v %v, want delivered through the lowest-preference MX of a truncated answer", r.Outcome, r.Reply)
 	}
 }
 
-func TestEqualPreferenceRandomised(t *testing.T) {
+func TestResolverFallback(t *testing.T) {
 	sink := newSink(t)
+	bad := newDNS(t)
+	bad.SetRcode("ok.test", dns.RcodeServerFailure)
+	good := newDNS(t, "ok.test. 60 IN A 127.0.0.1")
+	e := newAgent(t, delivery.WithResolvers(bad.Addr(), good.Addr()), delivery.WithPort(port(t, sink.Addr())))
+	r := deliver(t, e.agent, newMessage("x: y\r\n\r\nhi\r\n", "a@x.test", "b@ok.test"))[0]
+	if r.Outcome != sluice.OutcomeDelivered {
+		t.Fatalf("got %v %v, want delivered through the second resolver", r.Outcome, r.Reply)
+	}
+	if bad.Queries() == 0 {
+		t.Error("first resolver was never asked")
+	}
+}
+
+func TestMXEqualPreferenceRandomised(t *testing.T) {
+	a, b := newSink(t), newSink(t)
 	srv := newDNS(t,
 		"eq.test. 60 IN MX 10 a.eq.test.",
 		"eq.test. 60 IN MX 10 b.eq.test.",
-		"eq.test. 60 IN MX 20 c.eq.test.",
-		"a.eq.test. 60 IN A 127.0.0.1",
-		"b.eq.test. 60 IN A 127.0.0.1",
-		"c.eq.test. 60 IN A 127.0.0.1",
+		"eq.test. 60 IN MX 20 backup.eq.test.",
+		"a.eq.test. 60 IN A 192.0.2.1",
+		"b.eq.test. 60 IN A 192.0.2.2",
+		"backup.eq.test. 60 IN A 192.0.2.3",
 	)
-	e := newAgent(t, delivery.WithResolvers(srv.Addr()), delivery.WithPort(port(t, sink.Addr())))
-	seen := map[any]int{}
-	// The chance that 40 attempts all pick the same host is 2^-39.
-	for range 40 {
-		deliver(t, e.agent, newMessage("x: y\r\n\r\nhi\r\n", "a@x.test", "b@eq.test"))
+	d := &dialer{redirect: map[string]string{"192.0.2.1:25": a.Addr(), "192.0.2.2:25": b.Addr()}}
+	// One message per connection, so that reuse does not pick the host.
+	e := newAgent(t, delivery.WithResolvers(srv.Addr()), delivery.WithDialer(d.dial),
+		delivery.WithShaping(delivery.Shaping{MaxPerConnection: 1}))
+	const n = 40
+	for range n {
+		if r := deliver(t, e.agent, newMessage("x: y\r\n\r\nhi\r\n", "a@x.test", "b@eq.test"))[0]; r.Outcome != sluice.OutcomeDelivered {
+			t.Fatalf("got %v %v", r.Outcome, r.Reply)
+		}
 	}
-	for _, r := range e.logs.records(t, "delivery") {
-		seen[r["relay"]]++
+	if a.Count() == 0 || b.Count() == 0 || a.Count()+b.Count() != n {
+		t.Errorf("hosts of equal preference got %d and %d of %d messages, want both some", a.Count(), b.Count(), n)
 	}
-	if seen["a.eq.test"] == 0 || seen["b.eq.test"] == 0 || seen["c.eq.test"] != 0 {
-		t.Errorf("relays used %v, want both preference-10 hosts and never the preference-20 one", seen)
+	for _, addr := range d.Dialed() {
+		if addr == "192.0.2.3:25" {
+			t.Error("the backup MX was dialed while a preferred one was up")
+		}
 	}
 }
 
-// recordingDialer records the addresses it is asked to dial.
-type recordingDialer struct {
-	mu    sync.Mutex
-	addrs []string
-}
-
-func (d *recordingDialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	d.mu.Lock()
-	d.addrs = append(d.addrs, addr)
-	d.mu.Unlock()
-	var nd net.Dialer
-	return nd.DialContext(ctx, network, addr)
-}
-
-func TestMaxHostsCapsAttempt(t *testing.T) {
-	var records []string
-	for i := range 5 {
-		records = append(records,
-			fmt.Sprintf("many.test. 60 IN MX %d mx%d.many.test.", 10*(i+1), i),
-			// Nothing listens on port 9 of these: every connection is refused.
-			fmt.Sprintf("mx%d.many.test. 60 IN A 127.0.0.%d", i, i+2))
-	}
-	srv := newDNS(t, records...)
-	d := &recordingDialer{}
-	e := newAgent(t, delivery.WithResolvers(srv.Addr()), delivery.WithPort(9),
-		delivery.WithMaxHosts(2), delivery.WithDialer(d.dial))
-	r := deliver(t, e.agent, newMessage("x: y\r\n\r\nhi\r\n", "a@x.test", "b@many.test"))[0]
+func TestMXHostCapAndIPv6(t *testing.T) {
+	sink := newSink(t)
+	srv := newDNS(t,
+		"cap.test. 60 IN MX 10 one.cap.test.",
+		"cap.test. 60 IN MX 20 two.cap.test.",
+		"cap.test. 60 IN MX 30 three.cap.test.",
+		"one.cap.test. 60 IN A 192.0.2.1",
+		"one.cap.test. 60 IN AAAA 2001:db8::1",
+		"two.cap.test. 60 IN AAAA 2001:db8::2",
+		"three.cap.test. 60 IN A 192.0.2.3",
+		"v6.test. 60 IN AAAA 2001:db8::6",
+	)
+	// Nothing listens behind the documentation addresses except where
+	// redirected: the hosts refuse at once.
+	refused := newSink(t)
+	refusedAddr := refused.Addr()
+	refused.Close()
+	d := &dialer{redirect: map[string]string{
+		"192.0.2.1:25": refusedAddr, "[2001:db8::1]:25": refusedAddr, "[2001:db8::2]:25": refusedAddr,
+		"192.0.2.3:25": sink.Addr(), "[2001:db8::6]:25": sink.Addr(),
+	}}
+	e := newAgent(t, delivery.WithResolvers(srv.Addr()), delivery.WithDialer(d.dial), delivery.WithMaxHosts(3),
+		delivery.WithDeadHostTime(0))
+	r := deliver(t, e.agent, newMessage("x: y\r\n\r\nhi\r\n", "a@x.test", "b@cap.test"))[0]
 	if r.Outcome != sluice.OutcomeDeferred {
-		t.Errorf("got %v %v, want deferred", r.Outcome, r.Reply)
+		t.Errorf("got %v %v, want deferred: the only working host is the fourth address", r.Outcome, r.Reply)
 	}
-	want := []string{"127.0.0.2:9", "127.0.0.3:9"}
-	if fmt.Sprint(d.addrs) != fmt.Sprint(want) {
-		t.Errorf("dialed %v, want %v (the two most preferred hosts only)", d.addrs, want)
+	want := []string{"192.0.2.1:25", "[2001:db8::1]:25", "[2001:db8::2]:25"}
+	if got := d.Dialed(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("dialed %v, want %v (preference order, IPv4 first, at most 3)", got, want)
+	}
+
+	r = deliver(t, e.agent, newMessage("x: y\r\n\r\nhi\r\n", "a@x.test", "b@v6.test"))[0]
+	if r.Outcome != sluice.OutcomeDelivered {
+		t.Fatalf("IPv6-only implicit MX: got %v %v, want delivered", r.Outcome, r.Reply)
+	}
+	if got := e.logs.records(t, "delivery")[1]["ip"]; got != "[2001:db8::6]:25" {
+		t.Errorf("log ip = %v, want [2001:db8::6]:25", got)
+	}
+}
+
+func TestMXInternationalizedDomain(t *testing.T) {
+	sink := newSink(t, smtptest.WithSMTPUTF8(true))
+	srv := newDNS(t, "xn--bcher-kva.test. 60 IN A 127.0.0.1")
+	e := newAgent(t, delivery.WithResolvers(srv.Addr()), delivery.WithPort(port(t, sink.Addr())))
+	msg := newMessage("x: y\r\n\r\nhi\r\n", "a@x.test", "b@bücher.test")
+	msg.Envelope.SMTPUTF8 = true
+	if r := deliver(t, e.agent, msg)[0]; r.Outcome != sluice.OutcomeDelivered {
+		t.Fatalf("got %v %v, want delivered through the A-label's address", r.Outcome, r.Reply)
+	}
+	if got := sink.Messages()[0].To[0]; got != "b@bücher.test" {
+		t.Errorf("RCPT %q, want the address as given", got)
 	}
 }

@@ -14,23 +14,38 @@ import (
 // Option configures an [Agent].
 type Option func(*config)
 
+// DialFunc opens a connection to raddr ("host:port"), bound to the local
+// address laddr (an IP address, or "" for any), and must honour ctx.
+type DialFunc func(ctx context.Context, network, laddr, raddr string) (net.Conn, error)
+
 // Timeouts bounds each network stage of a delivery attempt. RFC 5321
 // section 4.5.3.2 suggests minutes for most stages; the defaults (see
-// [WithTimeouts]) are shorter because a hung next hop must cost a queue
-// worker seconds, and a deferred message is simply retried later. The
-// reply to the final "." keeps a long timeout: giving up there while the
-// next hop still works can duplicate the message. A zero field means the
-// default.
+// [WithTimeouts]) are much shorter because a hung next hop must cost a
+// queue worker seconds (seed 001), and a deferred message is simply
+// retried later, at the next MX host first. The reply to the final "."
+// keeps a long timeout: giving up there while the next hop still works
+// can duplicate the message. A zero field means the default.
 type Timeouts struct {
 	// Connect bounds the TCP connection to one address.
 	Connect time.Duration
-	// Greeting bounds the wait for the 220 greeting and the EHLO reply.
+	// Greeting bounds the wait for the 220 greeting (the banner).
 	Greeting time.Duration
-	// Command bounds each command's reply (STARTTLS and its handshake,
-	// MAIL, RCPT, DATA, QUIT) and each write of the message body.
-	Command time.Duration
-	// Data bounds the wait for the reply after the final "." of DATA.
+	// Hello bounds the reply to EHLO (or LHLO), before and after STARTTLS.
+	Hello time.Duration
+	// StartTLS bounds the reply to STARTTLS and the TLS handshake.
+	StartTLS time.Duration
+	// Mail bounds the reply to MAIL FROM.
+	Mail time.Duration
+	// Rcpt bounds the reply to each RCPT TO.
+	Rcpt time.Duration
+	// DataStart bounds the 354 reply to the DATA command.
+	DataStart time.Duration
+	// Data bounds the wait for the reply after the final "." of DATA
+	// (for LMTP, for all the per-recipient replies).
 	Data time.Duration
+	// Command bounds each write of the message body and the replies to
+	// the other commands (RSET before reusing a connection, AUTH, QUIT).
+	Command time.Duration
 	// DNS bounds each DNS query to one resolver.
 	DNS time.Duration
 }
@@ -38,16 +53,18 @@ type Timeouts struct {
 type config struct {
 	hostname   string
 	smarthost  string
+	routes     *Routes
 	resolvers  []string
 	port       int
-	dial       func(ctx context.Context, network, addr string) (net.Conn, error)
+	dial       DialFunc
 	timeouts   Timeouts
 	maxHosts   int
-	destConc   int           // sessions at once per destination
-	cacheSize  int           // DNS cache entries; 0 disables the cache
-	negTTL     time.Duration // cap on negative DNS caching
-	now        func() time.Time
 	tls        *tls.Config // nil: no STARTTLS
+	dnsCache   int         // entries; 0 disables the cache
+	now        func() time.Time
+	shaping    Shaping
+	shapeBy    ShapeKey
+	deadHost   time.Duration
 	logger     *slog.Logger
 	registerer prometheus.Registerer
 }
@@ -57,40 +74,73 @@ func defaultConfig() config {
 	if err != nil || host == "" {
 		host = "localhost"
 	}
-	var d net.Dialer
 	return config{
 		hostname: host,
 		port:     25,
-		dial:     d.DialContext,
+		dial:     dialTCP,
 		timeouts: Timeouts{
-			Connect:  30 * time.Second,
-			Greeting: 60 * time.Second,
-			Command:  60 * time.Second,
-			Data:     5 * time.Minute,
-			DNS:      10 * time.Second,
+			Connect:   10 * time.Second,
+			Greeting:  30 * time.Second,
+			Hello:     30 * time.Second,
+			StartTLS:  30 * time.Second,
+			Mail:      30 * time.Second,
+			Rcpt:      30 * time.Second,
+			DataStart: 30 * time.Second,
+			Data:      5 * time.Minute,
+			Command:   30 * time.Second,
+			DNS:       5 * time.Second,
 		},
-		maxHosts:  5,
-		destConc:  20,
-		cacheSize: 10000,
-		negTTL:    5 * time.Minute,
-		now:       time.Now,
-		tls:       &tls.Config{InsecureSkipVerify: true}, // RFC 7435: encrypt without authenticating
+		maxHosts: 5,
+		tls:      &tls.Config{InsecureSkipVerify: true}, // RFC 7435: encrypt without authenticating
+		dnsCache: 10000,
+		now:      time.Now,
+		shaping: Shaping{
+			Concurrency:        20,
+			InitialConcurrency: 5,
+			MaxPerConnection:   100,
+			IdleTimeout:        10 * time.Second,
+			ParkAfter:          10,
+			ParkFor:            time.Minute,
+			ParkMax:            30 * time.Minute,
+		},
+		shapeBy:   ShapeByDomain,
+		deadHost:  time.Minute,
 		logger:    slog.New(slog.DiscardHandler),
 		resolvers: nil, // read from /etc/resolv.conf by New when needed
 	}
 }
 
+// dialTCP is the default DialFunc: a net.Dialer bound to laddr if given.
+func dialTCP(ctx context.Context, network, laddr, raddr string) (net.Conn, error) {
+	var d net.Dialer
+	if laddr != "" {
+		ip := net.ParseIP(laddr)
+		if ip == nil {
+			return nil, &net.AddrError{Err: "bad source address", Addr: laddr}
+		}
+		d.LocalAddr = &net.TCPAddr{IP: ip}
+	}
+	return d.DialContext(ctx, network, raddr)
+}
+
 // WithHostname sets the name the agent gives in EHLO and as Reporting-MTA
 // in delivery status notifications. It should be a fully qualified domain
-// name that resolves back to the sending address.
+// name that resolves back to the sending address. A route or pool may
+// give its own EHLO name ([Egress]).
 // Default: os.Hostname(), or "localhost" if that fails.
 func WithHostname(name string) Option { return func(c *config) { c.hostname = name } }
 
-// WithSmarthost sends all mail to the relay at hostport ("host:port")
-// instead of the recipients' MX hosts, in one session per message. The
+// WithSmarthost sends all mail that no route of [WithRoutes] matches to
+// the relay at hostport ("host:port") instead of the recipients' MX
+// hosts. It is a shorthand for a last route "*" to a one-host [Pool]. The
 // host may be a name, resolved through the agent's resolvers.
 // Default: "" (deliver to the MX hosts).
 func WithSmarthost(hostport string) Option { return func(c *config) { c.smarthost = hostport } }
+
+// WithRoutes sets the routes table, looked up for every recipient on
+// every attempt; [Agent.SetRoutes] replaces it at run time.
+// Default: nil (every domain goes to its MX hosts, or to the smarthost).
+func WithRoutes(r *Routes) Option { return func(c *config) { c.routes = r } }
 
 // WithResolvers sets the DNS servers ("host:port") asked for MX, A and
 // AAAA records, in order: the next one is asked when one fails.
@@ -106,16 +156,15 @@ func WithResolvers(addrs ...string) Option {
 func WithPort(port int) Option { return func(c *config) { c.port = port } }
 
 // WithDialer sets the function that opens connections to next hops, for
-// example to bind a source address or to go through a proxy. It must
-// honour ctx.
-// Default: (&net.Dialer{}).DialContext.
-func WithDialer(dial func(ctx context.Context, network, addr string) (net.Conn, error)) Option {
-	return func(c *config) { c.dial = dial }
-}
+// example to go through a proxy. It is given the source address of the
+// route or pool ([Egress]) and must bind to it.
+// Default: a net.Dialer with LocalAddr set to the source address, if any.
+func WithDialer(dial DialFunc) Option { return func(c *config) { c.dial = dial } }
 
 // WithTimeouts sets the deadlines of each network stage. Zero fields keep
 // their defaults; negative ones are an error.
-// Default: Connect 30s, Greeting 60s, Command 60s, Data 5m, DNS 10s.
+// Default: Connect 10s, Greeting 30s, Hello 30s, StartTLS 30s, Mail 30s,
+// Rcpt 30s, DataStart 30s, Data 5m, Command 30s, DNS 5s.
 func WithTimeouts(t Timeouts) Option {
 	return func(c *config) {
 		d := &c.timeouts
@@ -123,8 +172,10 @@ func WithTimeouts(t Timeouts) Option {
 			dst *time.Duration
 			v   time.Duration
 		}{
-			{&d.Connect, t.Connect}, {&d.Greeting, t.Greeting}, {&d.Command, t.Command},
-			{&d.Data, t.Data}, {&d.DNS, t.DNS},
+			{&d.Connect, t.Connect}, {&d.Greeting, t.Greeting}, {&d.Hello, t.Hello},
+			{&d.StartTLS, t.StartTLS}, {&d.Mail, t.Mail}, {&d.Rcpt, t.Rcpt},
+			{&d.DataStart, t.DataStart}, {&d.Data, t.Data}, {&d.Command, t.Command},
+			{&d.DNS, t.DNS},
 		} {
 			if f.v != 0 {
 				*f.dst = f.v
@@ -139,9 +190,10 @@ func WithTimeouts(t Timeouts) Option {
 func WithMaxHosts(n int) Option { return func(c *config) { c.maxHosts = n } }
 
 // WithTLS sets the TLS configuration used for STARTTLS (cloned; its
-// ServerName is set to the next hop's name when empty). TLS stays
-// opportunistic: when the handshake fails, the agent reconnects once to
-// the same address without TLS. A nil config disables STARTTLS.
+// ServerName is set to the next hop's name when empty). Unless a route
+// requires TLS ([TLSRequired]), TLS is opportunistic: when the handshake
+// fails, the agent reconnects once to the same address without TLS. A nil
+// config disables STARTTLS (and fails routes that require it).
 // Default: STARTTLS whenever offered, without certificate verification
 // (RFC 7435 opportunistic security).
 func WithTLS(cfg *tls.Config) Option {
@@ -151,39 +203,52 @@ func WithTLS(cfg *tls.Config) Option {
 	return func(c *config) { c.tls = cfg }
 }
 
+// WithDNSCache sets how many DNS answers (positive and negative) the
+// agent caches; each is kept for its TTL (capped at one hour; negative
+// answers for the SOA's negative TTL, RFC 2308). 0 disables the cache.
+// Default: 10000.
+func WithDNSCache(entries int) Option { return func(c *config) { c.dnsCache = entries } }
+
+// WithClock sets the clock used for DNS cache expiry, dead-host memory
+// and parking (idle connections expire on timers in real time). Tests inject one to expire entries
+// without waiting.
+// Default: time.Now.
+func WithClock(now func() time.Time) Option { return func(c *config) { c.now = now } }
+
+// WithShaping sets the limits applied to each destination (see
+// [ShapeKey]). Zero fields keep their defaults; negative ones are an
+// error.
+// Default: Concurrency 20, InitialConcurrency 5, no message or connection
+// rate limit, MaxPerConnection 100, IdleTimeout 10s, ParkAfter 10,
+// ParkFor 1m, ParkMax 30m.
+func WithShaping(s Shaping) Option {
+	return func(c *config) { c.shaping = c.shaping.merge(s) }
+}
+
+// WithShapeBy chooses what a destination is for shaping: the recipient
+// domain, or the MX site (the sorted set of MX host names), so that all
+// domains hosted by one provider share its limits. Routes to a pool are
+// always shaped per pool.
+// Default: ShapeByDomain.
+func WithShapeBy(k ShapeKey) Option { return func(c *config) { c.shapeBy = k } }
+
+// WithDeadHostTime sets how long a next-hop address that could not be
+// reached (connection refused or timed out, no greeting) is skipped by
+// every destination that uses it, before it is tried again. 0 disables
+// the dead-host memory.
+// Default: 1m.
+func WithDeadHostTime(d time.Duration) Option { return func(c *config) { c.deadHost = d } }
+
 // WithLogger sets the logger for delivery log records (message
 // "delivery", one per recipient and attempt) and debug records.
 // Default: a logger that discards everything.
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
 
 // WithRegisterer registers the agent's metrics with r:
-// sluice_delivery_attempts_total{result} and
-// sluice_delivery_attempt_duration_seconds.
+// sluice_delivery_attempts_total{result},
+// sluice_delivery_attempt_duration_seconds,
+// sluice_delivery_connections_total{kind="new"|"reused"},
+// sluice_delivery_dead_hosts_total and
+// sluice_delivery_destinations_parked_total.
 // Default: nil (no metrics).
 func WithRegisterer(r prometheus.Registerer) Option { return func(c *config) { c.registerer = r } }
-
-// WithDNSCache sets how many DNS answers (one per name and record type)
-// the agent keeps, each for its TTL; "no such domain" and "no data"
-// answers are kept too (see [WithNegativeTTL]). Failed lookups are never
-// kept. When the cache is full, expired answers are dropped first, then
-// arbitrary ones. 0 disables the cache.
-// Default: 10000.
-func WithDNSCache(entries int) Option { return func(c *config) { c.cacheSize = entries } }
-
-// WithNegativeTTL caps how long a "no such domain" or "no data" answer is
-// cached: the answer's own negative TTL (RFC 2308: the smaller of the SOA
-// record's TTL and MINIMUM) when it carries a SOA, else d itself.
-// Default: 5m.
-func WithNegativeTTL(d time.Duration) Option { return func(c *config) { c.negTTL = d } }
-
-// WithClock sets the clock that ages DNS cache entries. Tests pass a
-// fake clock to expire entries without waiting.
-// Default: time.Now.
-func WithClock(now func() time.Time) Option { return func(c *config) { c.now = now } }
-
-// WithDestinationConcurrency caps the SMTP sessions open at once to one
-// destination: a recipient domain, or the smarthost. Deliveries beyond
-// the cap wait for a free session until their attempt's deadline, then
-// defer with 451 4.4.5.
-// Default: 20 (as Postfix's default_destination_concurrency_limit).
-func WithDestinationConcurrency(n int) Option { return func(c *config) { c.destConc = n } }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
 	"github.com/sluicemta/sluice"
@@ -25,204 +26,369 @@ type tlsFailure struct{ err error }
 func (e *tlsFailure) Error() string { return "TLS handshake: " + e.err.Error() }
 func (e *tlsFailure) Unwrap() error { return e.err }
 
-// session is one SMTP connection to one next-hop address.
-type session struct {
-	a    *Agent
-	h    hop
-	conn net.Conn
-	c    *smtp.Client
-	tls  bool
+// hopError is a connection-level failure with one next-hop address: the
+// recipients without a final reply move to the next address.
+type hopError struct {
+	h     hop
+	phase string // "connect", "greeting", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "RSET"
+	err   error
+	// unreachable is set for failures that say the address is down or
+	// hung (refused, timed out, reset before any reply): the dead-host
+	// memory records them.
+	unreachable bool
 }
 
-// session delivers msg to rcpts through h. It records final replies in
-// rcpts; a non-nil error is a connection-level failure after which the
-// recipients without a final reply should be tried at the next address.
-func (a *Agent) session(ctx context.Context, msg *queue.Message, h hop, rcpts []*rcptState, useTLS bool) error {
-	s := &session{a: a, h: h}
-	if err := s.open(ctx, useTLS); err != nil {
-		return err
-	}
-	defer s.conn.Close()
-	stop := context.AfterFunc(ctx, func() { s.conn.Close() })
-	defer stop()
-	for _, r := range rcpts {
-		r.relay, r.ip, r.tls = h.name, h.addr.String(), s.tls
-	}
-	err := s.transaction(ctx, msg, rcpts)
-	if err == nil {
-		s.conn.SetDeadline(time.Now().Add(a.cfg.timeouts.Command))
-		_ = s.c.Quit()
-	}
-	return err
+func (e *hopError) Error() string { return fmt.Sprintf("%s %s: %v", e.h, e.phase, e.err) }
+func (e *hopError) Unwrap() error { return e.err }
+
+// throttled reports whether the next hop asked us to slow down or go away
+// (a 421 reply), which shrinks the destination's concurrency.
+func (e *hopError) throttled() bool {
+	r, ok := sluice.ReplyOf(e.err)
+	return ok && r.Code == 421
 }
 
-// open dials, reads the greeting, says EHLO and starts TLS when offered.
-func (s *session) open(ctx context.Context, useTLS bool) error {
-	t := s.a.cfg.timeouts
+func newHopError(h hop, phase string, err error) *hopError {
+	err = remoteErr(err)
+	e := &hopError{h: h, phase: phase, err: err}
+	if _, isReply := sluice.ReplyOf(err); !isReply {
+		var ne net.Error
+		e.unreachable = phase == "connect" || phase == "greeting" || (errors.As(err, &ne) && ne.Timeout())
+	}
+	return e
+}
+
+// policy is how sessions of one target are opened; conns opened with one
+// policy are reused only for the same policy.
+type policy struct {
+	transport  Transport
+	tls        TLSPolicy
+	helo       string
+	source     string // local IP address, "" for any
+	user, pass string
+}
+
+// conn is an open session with one next-hop address, ready for a
+// transaction.
+type conn struct {
+	a      *Agent
+	h      hop
+	pol    policy
+	raw    net.Conn // the connection under the client (TLS if started)
+	c      *smtp.Client
+	tlsVer string // TLS version name, "" in plain text
+	local  string // local address, host:port
+	msgs   int    // transactions completed
+	broken bool   // an error left the connection unusable
+	hung   bool   // the peer stopped answering after the final dot
+
+	timer *time.Timer // idle timer; guarded by the destination's mu
+}
+
+// open dials h, reads the greeting, says EHLO, starts TLS as the policy
+// says and authenticates. Errors are *hopError; a *tlsFailure in the
+// chain means the handshake failed and a plain retry may work.
+func (a *Agent) open(ctx context.Context, h hop, pol policy, useTLS bool) (*conn, error) {
+	t := a.cfg.timeouts
+	opened := a.shaper.beginOpen(h.addr)
+	defer opened() // after the greeting at the latest
 	dctx, cancel := context.WithTimeout(ctx, t.Connect)
-	conn, err := s.a.cfg.dial(dctx, "tcp", s.h.addr.String())
+	raw, err := a.cfg.dial(dctx, "tcp", pol.source, h.addr.String())
 	cancel()
 	if err != nil {
-		return fmt.Errorf("connection to %s failed: %w", s.h, err)
+		return nil, newHopError(h, "connect", err)
 	}
-	s.conn = conn
-	// Until the transaction starts, ctx cancellation closes conn here.
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	cn := &conn{a: a, h: h, pol: pol, raw: raw, local: raw.LocalAddr().String()}
+	// Until open returns, ctx cancellation closes the connection.
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
 	defer stop()
-	s.c = s.newClient(conn, t.Greeting)
-	if err := s.c.Hello(s.a.cfg.hostname); err != nil {
-		conn.Close()
-		return fmt.Errorf("%s greeting or EHLO: %w", s.h, remoteErr(err))
+	if err := cn.greet(); err != nil {
+		raw.Close()
+		return nil, err
 	}
-	s.c.CommandTimeout = t.Command
-	if ok, _ := s.c.Extension("STARTTLS"); !ok || !useTLS {
-		return nil
+	if useTLS && pol.tls != TLSNone {
+		if err := cn.startTLS(ctx); err != nil {
+			cn.raw.Close()
+			return nil, err
+		}
+	} else if pol.tls == TLSRequired {
+		raw.Close()
+		return nil, &hopError{h: h, phase: "STARTTLS", err: sluice.NewReply(451, sluice.EnhancedCode{4, 7, 10}, "TLS is required and was not used")}
 	}
-	tconn, err := s.startTLS(ctx)
-	var tf *tlsFailure
-	switch {
-	case errors.As(err, &tf):
-		conn.Close()
-		return fmt.Errorf("%s: %w", s.h, err)
-	case err != nil: // STARTTLS refused: go on in plain text on this connection
-		s.a.log.DebugContext(ctx, "STARTTLS refused", "relay", s.h.name, "ip", s.h.addr.String(), "err", err)
-		return nil
+	if pol.user != "" {
+		if err := cn.auth(); err != nil {
+			cn.raw.Close()
+			return nil, err
+		}
 	}
-	s.conn, s.tls = tconn, true
-	s.c = s.newClient(tconn, t.Command)
-	if err := s.c.Hello(s.a.cfg.hostname); err != nil {
-		tconn.Close()
-		return fmt.Errorf("%s EHLO after STARTTLS: %w", s.h, remoteErr(err))
+	return cn, nil
+}
+
+// greet reads the banner and says EHLO (LHLO for LMTP), each under its own
+// deadline. The banner is read here rather than by go-smtp, which would
+// bound it with the EHLO timeout; the client then gets a canned greeting.
+func (cn *conn) greet() error {
+	t := cn.a.cfg.timeouts
+	cn.raw.SetDeadline(time.Now().Add(t.Greeting))
+	br := bufio.NewReader(cn.raw)
+	if _, _, err := textproto.NewReader(br).ReadResponse(220); err != nil {
+		return newHopError(cn.h, "greeting", protoErr(err))
+	}
+	cn.raw.SetDeadline(time.Time{})
+	pending := []byte("220 " + cn.h.name + " ESMTP\r\n")
+	if n := br.Buffered(); n > 0 { // a peer that talks before its turn
+		rest, _ := br.Peek(n)
+		pending = append(pending, rest...)
+	}
+	cn.newClient(&greetedConn{Conn: cn.raw, pending: pending})
+	cn.c.CommandTimeout = t.Hello
+	if err := cn.c.Hello(cn.pol.helo); err != nil {
+		return newHopError(cn.h, "EHLO", err)
 	}
 	return nil
 }
 
-func (s *session) newClient(conn net.Conn, timeout time.Duration) *smtp.Client {
-	c := smtp.NewClient(conn)
-	c.CommandTimeout = timeout
-	c.SubmissionTimeout = s.a.cfg.timeouts.Data
-	return c
+func (cn *conn) newClient(c net.Conn) {
+	if cn.pol.transport == LMTP {
+		cn.c = smtp.NewClientLMTP(c)
+	} else {
+		cn.c = smtp.NewClient(c)
+	}
 }
 
-// startTLS sends STARTTLS on the raw connection and performs the
-// handshake. go-smtp v0.25 has no client STARTTLS after a custom EHLO, so
+// startTLS sends STARTTLS when offered, performs the handshake and says
+// EHLO again. go-smtp v0.25 has no client STARTTLS after a custom EHLO, so
 // the command is written here; the go-smtp client, which has nothing
 // buffered after the EHLO reply, is then replaced by one on the TLS
 // connection, which discards anything a server may have injected before
-// the handshake (RFC 3207 section 6). A *tlsFailure means the connection
-// is unusable.
-func (s *session) startTLS(ctx context.Context) (net.Conn, error) {
-	conn := s.conn
-	conn.SetDeadline(time.Now().Add(s.a.cfg.timeouts.Command))
-	defer conn.SetDeadline(time.Time{})
+// the handshake (RFC 3207 section 6).
+func (cn *conn) startTLS(ctx context.Context) error {
+	t := cn.a.cfg.timeouts
+	if ok, _ := cn.c.Extension("STARTTLS"); !ok || cn.a.cfg.tls == nil {
+		if cn.pol.tls == TLSRequired {
+			return &hopError{h: cn.h, phase: "STARTTLS", err: sluice.NewReply(451, sluice.EnhancedCode{4, 7, 10}, "TLS is required and the next hop does not offer STARTTLS")}
+		}
+		return nil
+	}
+	conn := cn.raw
+	conn.SetDeadline(time.Now().Add(t.StartTLS))
 	if _, err := io.WriteString(conn, "STARTTLS\r\n"); err != nil {
-		return nil, &tlsFailure{err}
+		return newHopError(cn.h, "STARTTLS", &tlsFailure{err})
 	}
 	if _, _, err := textproto.NewReader(bufio.NewReader(conn)).ReadResponse(220); err != nil {
 		var te *textproto.Error
-		if errors.As(err, &te) {
-			return nil, err
+		if errors.As(err, &te) && cn.pol.tls != TLSRequired {
+			// Refused: go on in plain text on this connection.
+			conn.SetDeadline(time.Time{})
+			return nil
 		}
-		return nil, &tlsFailure{err}
+		return newHopError(cn.h, "STARTTLS", &tlsFailure{protoErr(err)})
 	}
-	cfg := s.a.cfg.tls.Clone()
-	if cfg.ServerName == "" && !strings.HasPrefix(s.h.name, "[") && net.ParseIP(s.h.name) == nil {
-		cfg.ServerName = s.h.name
+	cfg := cn.a.cfg.tls.Clone()
+	if cfg.ServerName == "" && !strings.HasPrefix(cn.h.name, "[") && net.ParseIP(cn.h.name) == nil {
+		cfg.ServerName = cn.h.name
 	}
 	tc := tls.Client(conn, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
-		return nil, &tlsFailure{err}
+		return newHopError(cn.h, "STARTTLS", &tlsFailure{err})
 	}
+	conn.SetDeadline(time.Time{})
+	cn.tlsVer = tls.VersionName(tc.ConnectionState().Version)
 	// The new client expects a greeting; the server sends none after
 	// STARTTLS, so the session supplies one.
-	return &greetedConn{Conn: tc, pending: []byte("220 " + s.h.name + " ESMTP (after STARTTLS)\r\n")}, nil
+	cn.raw = &greetedConn{Conn: tc, pending: []byte("220 " + cn.h.name + " ESMTP (after STARTTLS)\r\n")}
+	cn.newClient(cn.raw)
+	cn.c.CommandTimeout = t.Hello
+	if err := cn.c.Hello(cn.pol.helo); err != nil {
+		return newHopError(cn.h, "EHLO", err)
+	}
+	return nil
+}
+
+// auth authenticates with AUTH PLAIN, only over TLS.
+func (cn *conn) auth() error {
+	if cn.tlsVer == "" {
+		return &hopError{h: cn.h, phase: "AUTH", err: sluice.NewReply(451, sluice.EnhancedCode{4, 7, 10}, "refusing to send credentials without TLS")}
+	}
+	if !cn.c.SupportsAuth(sasl.Plain) {
+		return &hopError{h: cn.h, phase: "AUTH", err: sluice.NewReply(451, sluice.EnhancedCode{4, 7, 8}, "next hop does not offer AUTH PLAIN")}
+	}
+	cn.c.CommandTimeout = cn.a.cfg.timeouts.Command
+	if err := cn.c.Auth(sasl.NewPlainClient("", cn.pol.user, cn.pol.pass)); err != nil {
+		return newHopError(cn.h, "AUTH", err)
+	}
+	return nil
+}
+
+// reset verifies a cached connection before reuse (RSET).
+func (cn *conn) reset() error {
+	cn.c.CommandTimeout = cn.a.cfg.timeouts.Command
+	if err := cn.c.Reset(); err != nil {
+		cn.broken = true
+		return newHopError(cn.h, "RSET", err)
+	}
+	return nil
+}
+
+// maxQuitWait bounds the wait for the reply to QUIT: nothing depends on
+// it, and Agent.Close quits every idle connection.
+const maxQuitWait = 2 * time.Second
+
+// quit ends the session politely and closes the connection.
+func (cn *conn) quit() {
+	if !cn.broken {
+		cn.c.CommandTimeout = min(cn.a.cfg.timeouts.Command, maxQuitWait)
+		_ = cn.c.Quit()
+	}
+	cn.raw.Close()
+}
+
+func (cn *conn) startIdle(d time.Duration, f func()) { cn.timer = time.AfterFunc(d, f) }
+
+func (cn *conn) stopIdle() {
+	if cn.timer != nil {
+		cn.timer.Stop()
+		cn.timer = nil
+	}
+}
+
+// send runs one transaction for rcpts. It records final replies in rcpts;
+// a non-nil error (a *hopError) is a connection-level failure after which
+// the connection is unusable and the recipients without a final reply
+// should be tried at the next address.
+func (cn *conn) send(ctx context.Context, msg *queue.Message, rcpts []*rcptState) error {
+	for _, r := range rcpts {
+		r.relay, r.ip, r.tls, r.source = cn.h.name, cn.h.addr.String(), cn.tlsVer, cn.local
+	}
+	stop := context.AfterFunc(ctx, func() { cn.raw.Close() })
+	err := cn.transaction(msg, rcpts)
+	if !stop() { // ctx ended and closed the connection
+		cn.broken = true
+		if err == nil {
+			err = newHopError(cn.h, "DATA", ctx.Err())
+		}
+	}
+	if err != nil {
+		cn.broken = true
+		return err
+	}
+	cn.msgs++
+	return nil
 }
 
 // transaction runs MAIL, RCPT and DATA for rcpts.
-func (s *session) transaction(ctx context.Context, msg *queue.Message, rcpts []*rcptState) error {
+func (cn *conn) transaction(msg *queue.Message, rcpts []*rcptState) error {
 	env := msg.Envelope
-	if ok, _ := s.c.Extension("SMTPUTF8"); env.SMTPUTF8 && !ok {
+	t := cn.a.cfg.timeouts
+	if ok, _ := cn.c.Extension("SMTPUTF8"); env.SMTPUTF8 && !ok {
 		finishAll(rcpts, sluice.NewReply(553, sluice.EnhancedCode{5, 6, 7},
-			"next hop %s does not support SMTPUTF8, required by this message", s.h))
+			"next hop %s does not support SMTPUTF8, required by this message", cn.h))
 		return nil
 	}
-	if err := s.c.Mail(env.From, mailOptions(msg)); err != nil {
-		return s.commandFailed("MAIL", err, rcpts)
+	cn.c.CommandTimeout = t.Mail
+	if err := cn.c.Mail(env.From, mailOptions(msg)); err != nil {
+		// A 5xx bounces every recipient; anything else moves them on.
+		if r, ok := sluice.ReplyOf(remoteErr(err)); ok && r.Permanent() {
+			finishAll(rcpts, r)
+			return nil
+		}
+		return newHopError(cn.h, "MAIL", err)
 	}
 	var accepted []*rcptState
+	cn.c.CommandTimeout = t.Rcpt
 	for _, r := range rcpts {
-		err := s.c.Rcpt(r.rcpt.Address, rcptOptions(r.rcpt))
+		err := cn.c.Rcpt(r.rcpt.Address, rcptOptions(r.rcpt))
 		if err == nil {
 			accepted = append(accepted, r)
 			continue
 		}
 		reply, ok := sluice.ReplyOf(remoteErr(err))
-		if !ok {
-			return fmt.Errorf("%s RCPT: %w", s.h, err)
+		if !ok || reply.Code == 421 { // the session is over
+			return newHopError(cn.h, "RCPT", err)
 		}
 		r.finish(reply)
 	}
 	if len(accepted) == 0 {
 		return nil
 	}
-	return s.data(ctx, msg, accepted)
-}
-
-// commandFailed handles a failed MAIL: a 5xx bounces every recipient of
-// the session, anything else moves them to the next address.
-func (s *session) commandFailed(cmd string, err error, rcpts []*rcptState) error {
-	err = remoteErr(err)
-	if r, ok := sluice.ReplyOf(err); ok && sluice.Classify(r) == sluice.OutcomeBounced {
-		finishAll(rcpts, r)
-		return nil
-	}
-	return fmt.Errorf("%s %s: %w", s.h, cmd, err)
+	return cn.data(msg, accepted)
 }
 
 // data sends the body to the accepted recipients, streaming it from the
-// spool, and records the final reply for all of them.
-func (s *session) data(ctx context.Context, msg *queue.Message, accepted []*rcptState) error {
-	w, err := s.c.Data()
+// spool, and records the final reply (for LMTP, each recipient's).
+func (cn *conn) data(msg *queue.Message, accepted []*rcptState) error {
+	t := cn.a.cfg.timeouts
+	cn.c.CommandTimeout = t.DataStart
+	w, err := cn.c.Data()
 	if err != nil {
-		err = remoteErr(err)
-		if r, ok := sluice.ReplyOf(err); ok {
-			finishAll(accepted, r)
-			return nil
+		r, ok := sluice.ReplyOf(remoteErr(err))
+		if !ok || r.Code == 421 {
+			return newHopError(cn.h, "DATA", err)
 		}
-		return fmt.Errorf("%s DATA: %w", s.h, err)
+		finishAll(accepted, r)
+		return nil
 	}
 	body, err := msg.Open()
 	if err != nil {
-		s.conn.Close() // abort: no final dot
+		cn.broken = true
+		cn.raw.Close() // abort: no final dot
 		finishAll(accepted, sluice.NewReply(451, sluice.EnhancedCode{4, 3, 0}, "cannot open queued message: %v", err))
 		return nil
 	}
 	defer body.Close()
 	src := &errReader{r: body}
-	dst := &deadlineWriter{w: w, conn: s.conn, timeout: s.a.cfg.timeouts.Command}
+	dst := &deadlineWriter{w: w, conn: cn.raw, timeout: t.Command}
 	if _, err := io.Copy(dst, src); err != nil {
-		s.conn.Close() // abort without the final dot, so nothing is delivered
+		cn.broken = true
+		cn.raw.Close() // abort without the final dot, so nothing is delivered
 		if src.err != nil {
-			s.a.log.ErrorContext(ctx, "queued message unreadable", "queue_id", msg.Envelope.ID, "err", src.err)
+			cn.a.log.Error("queued message unreadable", "queue_id", msg.Envelope.ID, "err", src.err)
 			finishAll(accepted, sluice.NewReply(451, sluice.EnhancedCode{4, 3, 0}, "cannot read queued message: %v", src.err))
 			return nil
 		}
-		return fmt.Errorf("%s sending message: %w", s.h, err)
+		return newHopError(cn.h, "DATA", err)
+	}
+	cn.c.SubmissionTimeout = t.Data
+	if cn.pol.transport == LMTP {
+		return cn.lmtpReplies(w, accepted)
 	}
 	resp, err := w.CloseWithResponse()
 	if err != nil {
-		err = remoteErr(err)
-		if r, ok := sluice.ReplyOf(err); ok {
+		if r, ok := sluice.ReplyOf(remoteErr(err)); ok {
 			finishAll(accepted, r)
+			cn.broken = cn.broken || r.Code == 421
 			return nil
 		}
 		// The next hop may have the message already: retry later rather
 		// than at another address now.
+		var ne net.Error
+		cn.broken, cn.hung = true, errors.As(err, &ne) && ne.Timeout()
 		finishAll(accepted, sluice.NewReply(451, sluice.EnhancedCode{4, 4, 2},
-			"%s: no reply after end of data: %v", s.h, err))
+			"%s: no reply after end of data: %v", cn.h, err))
 		return nil
 	}
 	finishAll(accepted, parseReply(250, resp.StatusText))
+	return nil
+}
+
+// lmtpReplies records the per-recipient replies of an LMTP server
+// (RFC 2033 section 4.2).
+func (cn *conn) lmtpReplies(w *smtp.DataCommand, accepted []*rcptState) error {
+	resps, err := w.CloseWithLMTPResponse()
+	var perRcpt smtp.LMTPDataError
+	if err != nil && !errors.As(err, &perRcpt) {
+		cn.broken = true
+	}
+	for _, r := range accepted {
+		switch {
+		case resps[r.rcpt.Address] != nil:
+			r.finish(parseReply(250, resps[r.rcpt.Address].StatusText))
+		case perRcpt[r.rcpt.Address] != nil:
+			r.finish(remoteErr(perRcpt[r.rcpt.Address]).(*sluice.Reply))
+		default:
+			r.finish(sluice.NewReply(451, sluice.EnhancedCode{4, 4, 2}, "%s: no LMTP reply for this recipient: %v", cn.h, err))
+		}
+	}
 	return nil
 }
 
@@ -280,8 +446,18 @@ func remoteErr(err error) error {
 	return &sluice.Reply{Code: se.Code, Enhanced: sluice.EnhancedCode(se.EnhancedCode), Message: se.Message}
 }
 
-// parseReply builds a Reply from a positive reply's text, which go-smtp
-// returns with the enhanced code still in front.
+// protoErr converts a *textproto.Error (a reply read by the session
+// itself) into a *sluice.Reply.
+func protoErr(err error) error {
+	var te *textproto.Error
+	if !errors.As(err, &te) {
+		return err
+	}
+	return parseReply(te.Code, te.Msg)
+}
+
+// parseReply builds a Reply from a reply's text, which may start with an
+// enhanced code.
 func parseReply(code int, text string) *sluice.Reply {
 	r := &sluice.Reply{Code: code, Message: text}
 	if first, rest, ok := strings.Cut(text, " "); ok {

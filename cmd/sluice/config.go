@@ -17,6 +17,7 @@ import (
 	"github.com/pelletier/go-toml/v2/unstable"
 
 	"github.com/sluicemta/sluice"
+	"github.com/sluicemta/sluice/delivery"
 	"github.com/sluicemta/sluice/smtp"
 )
 
@@ -117,18 +118,25 @@ type queueConfig struct {
 }
 
 type deliveryConfig struct {
-	Smarthost       string   `toml:"smarthost"`
-	Resolvers       []string `toml:"resolvers"`
-	MXPort          *int     `toml:"mx_port"`
-	ConnectTimeout  string   `toml:"connect_timeout"`
-	GreetingTimeout string   `toml:"greeting_timeout"`
-	CommandTimeout  string   `toml:"command_timeout"`
-	DataTimeout     string   `toml:"data_timeout"`
-	DNSTimeout      string   `toml:"dns_timeout"`
-	// DNSCache is the number of DNS answers kept; 0 turns the cache off.
-	DNSCache               *int   `toml:"dns_cache"`
-	NegativeTTL            string `toml:"negative_ttl"`
-	DestinationConcurrency *int   `toml:"destination_concurrency"`
+	Smarthost        string        `toml:"smarthost"`
+	Resolvers        []string      `toml:"resolvers"`
+	MXPort           *int          `toml:"mx_port"`
+	ConnectTimeout   string        `toml:"connect_timeout"`
+	GreetingTimeout  string        `toml:"greeting_timeout"`
+	HelloTimeout     string        `toml:"hello_timeout"`
+	StartTLSTimeout  string        `toml:"starttls_timeout"`
+	MailTimeout      string        `toml:"mail_timeout"`
+	RcptTimeout      string        `toml:"rcpt_timeout"`
+	DataStartTimeout string        `toml:"data_start_timeout"`
+	CommandTimeout   string        `toml:"command_timeout"`
+	DataTimeout      string        `toml:"data_timeout"`
+	DNSTimeout       string        `toml:"dns_timeout"`
+	DNSCache         *int          `toml:"dns_cache"`
+	DeadHostTime     string        `toml:"dead_host_time"`
+	ShapeBy          string        `toml:"shape_by"`
+	Shaping          shapingConfig `toml:"shaping"`
+	Pools            []poolConfig  `toml:"pool"`
+	Routes           []routeConfig `toml:"route"`
 }
 
 type httpConfig struct {
@@ -176,16 +184,26 @@ type settings struct {
 	mxPort    int
 	connect   time.Duration
 	greeting  time.Duration
+	hello     time.Duration
+	startTLS  time.Duration
+	mail      time.Duration
+	rcpt      time.Duration
+	dataStart time.Duration
 	command   time.Duration
 	data      time.Duration
 	dns       time.Duration
-	dnsCache  *int // nil: not set (0 is a setting: off)
-	negTTL    time.Duration
-	destConc  int
+	dnsCache  *int // nil: not set
+	deadHost  time.Duration
+	shapeBy   delivery.ShapeKey
+	shaping   delivery.Shaping // zero fields: not set
+	routes    *delivery.Routes // nil: no routes table
 
 	httpListen string
 	logLevel   slog.Level
 	logFormat  string
+
+	configFile string           // the file read, for reloads; "" if none
+	reload     <-chan os.Signal // SIGHUP: reload the routes; nil in tests of parseConfig
 }
 
 // listenerSetting is an extra SMTP listener.
@@ -301,7 +319,7 @@ func friendlyTypeError(msg string) string {
 		return msg
 	}
 	want := map[string]string{"string": "a string", "int": "an integer", "*int": "an integer", "*int64": "an integer",
-		"*float64": "a number", "float64": "a number", "[]string": "an array of strings"}[m[2]]
+		"*float64": "a number", "float64": "a number", "[]string": "an array of strings", "[]int": "an array of integers"}[m[2]]
 	if want == "" {
 		want = "another type"
 	}
@@ -316,20 +334,30 @@ func keyLines(data []byte) (map[string]int, error) {
 	var p unstable.Parser
 	p.Reset(data)
 	var table []string
+	// Keys of the i-th element of an array table are recorded under two
+	// names: "smtp.listener.i.address" and "delivery.route[i].pool".
 	arrays := make(map[string]int) // elements of each array table so far
+	var bracketed []string         // the bracketed name of the current table, if any
 	for p.NextExpression() {
 		e := p.Expression()
 		switch e.Kind {
 		case unstable.Table:
-			table = keyParts(e.Key())
+			table, bracketed = keyParts(e.Key()), nil
 		case unstable.ArrayTable:
-			// Keys of the i-th element are "smtp.listener.i.address".
 			table = keyParts(e.Key())
 			name := strings.Join(table, ".")
+			bracketed = append([]string(nil), table...)
+			bracketed[len(bracketed)-1] += fmt.Sprintf("[%d]", arrays[name])
+			if it := e.Key(); it.Next() {
+				lines[strings.Join(bracketed, ".")] = p.Shape(it.Node().Raw).Start.Line
+			}
 			table = append(table, strconv.Itoa(arrays[name]))
 			arrays[name]++
 		case unstable.KeyValue:
 			addKeyLines(&p, lines, table, e)
+			if bracketed != nil {
+				addKeyLines(&p, lines, bracketed, e)
+			}
 		}
 	}
 	return lines, p.Error()
@@ -370,8 +398,15 @@ type validator struct {
 	errs  []error
 }
 
+// fail records an error at the line of key, or, for a key missing from
+// an entry of an array of tables, at the line of the entry's header.
 func (v *validator) fail(key, format string, args ...any) {
-	v.errs = append(v.errs, &configError{v.file, v.lines[key], key + ": " + fmt.Sprintf(format, args...)})
+	line := v.lines[key]
+	for k := key; line == 0 && strings.Contains(k, "."); {
+		k = k[:strings.LastIndexByte(k, '.')]
+		line = v.lines[k]
+	}
+	v.errs = append(v.errs, &configError{v.file, line, key + ": " + fmt.Sprintf(format, args...)})
 }
 
 func (v *validator) settings(fc *fileConfig) *settings {
@@ -395,11 +430,19 @@ func (v *validator) settings(fc *fileConfig) *settings {
 		mxPort:    v.port("delivery.mx_port", fc.Delivery.MXPort),
 		connect:   v.duration("delivery.connect_timeout", fc.Delivery.ConnectTimeout),
 		greeting:  v.duration("delivery.greeting_timeout", fc.Delivery.GreetingTimeout),
+		hello:     v.duration("delivery.hello_timeout", fc.Delivery.HelloTimeout),
+		startTLS:  v.duration("delivery.starttls_timeout", fc.Delivery.StartTLSTimeout),
+		mail:      v.duration("delivery.mail_timeout", fc.Delivery.MailTimeout),
+		rcpt:      v.duration("delivery.rcpt_timeout", fc.Delivery.RcptTimeout),
+		dataStart: v.duration("delivery.data_start_timeout", fc.Delivery.DataStartTimeout),
 		command:   v.duration("delivery.command_timeout", fc.Delivery.CommandTimeout),
 		data:      v.duration("delivery.data_timeout", fc.Delivery.DataTimeout),
 		dns:       v.duration("delivery.dns_timeout", fc.Delivery.DNSTimeout),
-		negTTL:    v.duration("delivery.negative_ttl", fc.Delivery.NegativeTTL),
-		destConc:  v.positive("delivery.destination_concurrency", fc.Delivery.DestinationConcurrency),
+		dnsCache:  v.nonNegative("delivery.dns_cache", fc.Delivery.DNSCache),
+		deadHost:  v.duration("delivery.dead_host_time", fc.Delivery.DeadHostTime),
+		shapeBy:   v.shapeBy("delivery.shape_by", fc.Delivery.ShapeBy),
+		shaping:   v.shaping(&fc.Delivery.Shaping),
+		routes:    v.routes(&fc.Delivery),
 
 		httpListen: v.hostPort("http.listen", fc.HTTP.Listen, true),
 		logFormat:  v.logFormat("log.format", fc.Log.Format),
@@ -422,13 +465,6 @@ func (v *validator) settings(fc *fileConfig) *settings {
 		}
 	}
 	v.smtpExtras(&fc.SMTP, s)
-	if c := fc.Delivery.DNSCache; c != nil {
-		if *c < 0 {
-			v.fail("delivery.dns_cache", "%d must not be negative (0 turns the cache off)", *c)
-		} else {
-			s.dnsCache = c
-		}
-	}
 	if fc.Delivery.Resolvers != nil {
 		for _, r := range fc.Delivery.Resolvers {
 			if a := v.hostPort("delivery.resolvers", r, false); a != "" {
@@ -688,17 +724,6 @@ func (v *validator) smtpExtras(c *smtpConfig, s *settings) {
 	v.ageGauge(s, g.QueueAgeHigh, g.QueueAgeLow)
 	v.gauge(s, "disk", g.DiskHigh, g.DiskLow)
 	v.gauge(s, "open_files", g.OpenFilesHigh, g.OpenFilesLow)
-}
-
-func (v *validator) rate(key string, r *float64) float64 {
-	if r == nil {
-		return 0
-	}
-	if *r <= 0 {
-		v.fail(key, "%v must be positive", *r)
-		return 0
-	}
-	return *r
 }
 
 // ageGauge checks the watermarks of the oldest-message gauge, given as

@@ -147,11 +147,6 @@ func TestParseConfigErrors(t *testing.T) {
 			want: "sluice.toml:3: smtp.gate.queue_age_low: 2h0m0s must be at most smtp.gate.queue_age_high (1h0m0s)",
 		},
 		{
-			name: "negative DNS cache",
-			toml: "[delivery]\ndns_cache = -1\n",
-			want: "sluice.toml:2: delivery.dns_cache: -1 must not be negative (0 turns the cache off)",
-		},
-		{
 			name: "retry budget out of range",
 			toml: "[queue]\nretry_budget = 1.5\n",
 			want: "sluice.toml:2: queue.retry_budget: 1.5 is out of range [0.01, 1]",

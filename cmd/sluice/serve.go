@@ -76,6 +76,11 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 		return exitUsage
 	}
 	log := newLogger(stderr, s)
+	// SIGHUP reloads the routes table from the configuration file.
+	reload := make(chan os.Signal, 1)
+	signal.Notify(reload, syscall.SIGHUP)
+	defer signal.Stop(reload)
+	s.configFile, s.reload = f.config, reload
 	if err := serve(ctx, s, log); err != nil {
 		log.Error("serve failed", "err", err)
 		return exitFailure
@@ -173,6 +178,15 @@ func serve(ctx context.Context, s *settings, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	defer agent.Close()
+	reloadDone := make(chan struct{})
+	defer func() { <-reloadDone }()
+	reloadCtx, stopReload := context.WithCancel(ctx)
+	defer stopReload() // runs before the wait above
+	go func() {
+		defer close(reloadDone)
+		reloadRoutes(reloadCtx, s, agent, log)
+	}()
 	sopts, users, err := smtpOptions(s, q, log, reg)
 	if err != nil {
 		return err
@@ -371,19 +385,20 @@ func deliveryOptions(s *settings, log *slog.Logger, reg prometheus.Registerer) [
 	if s.mxPort > 0 {
 		opts = append(opts, delivery.WithPort(s.mxPort))
 	}
+	// Zero fields keep the library's defaults.
+	opts = append(opts, delivery.WithTimeouts(delivery.Timeouts{
+		Connect: s.connect, Greeting: s.greeting, Hello: s.hello, StartTLS: s.startTLS, Mail: s.mail,
+		Rcpt: s.rcpt, DataStart: s.dataStart, Command: s.command, Data: s.data, DNS: s.dns,
+	}), delivery.WithShaping(s.shaping), delivery.WithShapeBy(s.shapeBy))
 	if s.dnsCache != nil {
 		opts = append(opts, delivery.WithDNSCache(*s.dnsCache))
 	}
-	if s.negTTL > 0 {
-		opts = append(opts, delivery.WithNegativeTTL(s.negTTL))
+	if s.deadHost > 0 {
+		opts = append(opts, delivery.WithDeadHostTime(s.deadHost))
 	}
-	if s.destConc > 0 {
-		opts = append(opts, delivery.WithDestinationConcurrency(s.destConc))
+	if s.routes != nil {
+		opts = append(opts, delivery.WithRoutes(s.routes))
 	}
-	// Zero fields keep the library's defaults.
-	opts = append(opts, delivery.WithTimeouts(delivery.Timeouts{
-		Connect: s.connect, Greeting: s.greeting, Command: s.command, Data: s.data, DNS: s.dns,
-	}))
 	return opts
 }
 
@@ -457,4 +472,29 @@ func smtpOptions(s *settings, q *queue.Queue, log *slog.Logger, reg prometheus.R
 		opts = append(opts, smtp.WithAuthenticator(users))
 	}
 	return opts, users, nil
+}
+
+// reloadRoutes replaces the agent's routes table with the one of the
+// configuration file at every signal on s.reload, until ctx ends. A file
+// with errors is logged and changes nothing. Only the routes and pools are
+// reloaded; other settings need a restart.
+func reloadRoutes(ctx context.Context, s *settings, agent *delivery.Agent, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.reload:
+		}
+		if s.configFile == "" {
+			log.Warn("reload: no configuration file to reload")
+			continue
+		}
+		ns, err := loadConfig(s.configFile)
+		if err != nil {
+			log.Error("reload failed, routes unchanged", "err", err)
+			continue
+		}
+		agent.SetRoutes(ns.routes)
+		log.Info("routes reloaded", "file", s.configFile)
+	}
 }

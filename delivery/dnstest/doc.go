@@ -9,7 +9,13 @@
 // 6891) are truncated with the TC bit set, so clients' fallback to TCP can
 // be tested.
 //
-// Deviations: there are no zones, SOA or NS records and no CNAME chasing;
-// a name "exists" when it owns any record, and the answer section holds
-// exactly the records of the asked name and type.
+// Negative answers (NXDOMAIN, and NODATA: the name exists without records
+// of the asked type) carry in their authority section the SOA record of
+// the name or of its closest ancestor that owns one, as RFC 2308 section
+// 3 asks, so that negative caching can be tested; add an SOA record for a
+// "zone" to get it.
+//
+// Deviations: there are no zones beyond that SOA look-up, no NS records
+// and no CNAME chasing; a name "exists" when it owns any record, and the
+// answer section holds exactly the records of the asked name and type.
 package dnstest

@@ -235,7 +235,28 @@ func (s *Server) answer(req *dns.Msg) (*dns.Msg, bool) {
 	if !exists {
 		resp.Rcode = dns.RcodeNameError
 	}
+	if len(resp.Answer) == 0 {
+		if soa := s.soaLocked(name); soa != nil {
+			resp.Ns = append(resp.Ns, dns.Copy(soa))
+		}
+	}
 	return resp, false
+}
+
+// soaLocked returns the SOA record owned by name or by its closest
+// ancestor that has one, for the authority section of a negative answer
+// (RFC 2308 section 3).
+func (s *Server) soaLocked(name string) dns.RR {
+	for n := name; ; {
+		if rrs := s.records[rrKey{n, dns.TypeSOA}]; len(rrs) > 0 {
+			return rrs[0]
+		}
+		i := strings.IndexByte(n, '.')
+		if i < 0 || i == len(n)-1 {
+			return nil
+		}
+		n = n[i+1:]
+	}
 }
 
 func canonical(name string) string { return strings.ToLower(dns.Fqdn(name)) }

@@ -134,3 +134,37 @@ func TestHang(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestNegativeAnswersCarrySOA(t *testing.T) {
+	s := newServer(t,
+		"zone.test. 3600 IN SOA ns.zone.test. admin.zone.test. 1 3600 600 86400 120",
+		"host.zone.test. 300 IN A 127.0.0.1",
+		"other.test. 300 IN A 127.0.0.1",
+	)
+	tests := []struct {
+		name    string
+		qtype   uint16
+		wantSOA bool
+	}{
+		{"missing.zone.test", dns.TypeA, true}, // NXDOMAIN under the zone
+		{"host.zone.test", dns.TypeMX, true},   // NODATA under the zone
+		{"host.zone.test", dns.TypeA, false},   // positive answer
+		{"missing.other.test", dns.TypeA, false},
+	}
+	for _, tt := range tests {
+		r, err := query(t, "udp", s.Addr(), tt.name, tt.qtype)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var soa *dns.SOA
+		for _, rr := range r.Ns {
+			soa, _ = rr.(*dns.SOA)
+		}
+		if (soa != nil) != tt.wantSOA {
+			t.Errorf("%s %s: SOA in authority = %v, want %v", tt.name, dns.TypeToString[tt.qtype], soa, tt.wantSOA)
+		}
+		if soa != nil && soa.Minttl != 120 {
+			t.Errorf("%s: SOA minimum %d, want 120", tt.name, soa.Minttl)
+		}
+	}
+}

@@ -20,6 +20,7 @@ import (
 type hop struct {
 	name string         // host name (MX target, smarthost name or literal)
 	addr netip.AddrPort // where to connect
+	pref int            // hops of equal pref are interchangeable
 }
 
 func (h hop) String() string { return fmt.Sprintf("%s[%s]", h.name, h.addr) }
@@ -30,29 +31,43 @@ type mxHost struct {
 	pref uint16
 }
 
-// routeDomain returns the addresses to try for domain, in order, looked up
-// now (routes are never remembered). A non-nil error is a *sluice.Reply
-// that applies to every recipient of the domain.
-func (a *Agent) routeDomain(ctx context.Context, domain string) ([]hop, error) {
+// mxRoute returns the addresses to try for domain, in order, looked up
+// now (routes are never remembered), and the domain's MX site: its sorted
+// MX host names. A non-nil error is a *sluice.Reply that applies to every
+// recipient of the domain.
+func (a *Agent) mxRoute(ctx context.Context, domain string) ([]hop, string, error) {
 	if strings.HasPrefix(domain, "[") {
-		return a.literalRoute(domain)
+		hops, err := a.literalRoute(domain)
+		return hops, domain, err
 	}
 	hosts, implicit, err := a.lookupMX(ctx, domain)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
+	site := siteOf(hosts)
 	hops, err := a.resolveHosts(ctx, hosts, a.cfg.port)
 	if len(hops) > 0 {
-		return hops, nil
+		return hops, site, nil
 	}
 	switch {
 	case implicit && errors.Is(err, errNoSuchDomain):
-		return nil, sluice.NewReply(550, sluice.EnhancedCode{5, 1, 2}, "domain %s has no MX or address records", domain)
+		return nil, "", sluice.NewReply(550, sluice.EnhancedCode{5, 1, 2}, "domain %s has no MX or address records", domain)
 	case err != nil:
-		return nil, sluice.NewReply(451, sluice.EnhancedCode{4, 4, 3}, "DNS lookup for %s failed: %v", domain, err)
+		return nil, "", sluice.NewReply(451, sluice.EnhancedCode{4, 4, 3}, "DNS lookup for %s failed: %v", domain, err)
 	default:
-		return nil, sluice.NewReply(451, sluice.EnhancedCode{4, 4, 4}, "no address found for the mail hosts of %s", domain)
+		return nil, "", sluice.NewReply(451, sluice.EnhancedCode{4, 4, 4}, "no address found for the mail hosts of %s", domain)
 	}
+}
+
+// siteOf names the set of MX hosts, whatever their order: domains hosted
+// by one provider share a site and so their limits.
+func siteOf(hosts []mxHost) string {
+	names := make([]string, len(hosts))
+	for i, h := range hosts {
+		names[i] = strings.ToLower(h.name)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ",")
 }
 
 func (a *Agent) literalRoute(domain string) ([]hop, error) {
@@ -70,7 +85,7 @@ func (a *Agent) lookupMX(ctx context.Context, domain string) (hosts []mxHost, im
 	rrs, err := a.dns.lookup(ctx, domain, dns.TypeMX)
 	switch {
 	case errors.Is(err, errIDN):
-		return nil, false, sluice.NewReply(553, sluice.EnhancedCode{5, 1, 2}, "cannot route to %s: %v", domain, errIDN)
+		return nil, false, sluice.NewReply(553, sluice.EnhancedCode{5, 1, 2}, "cannot route to %s: %v", domain, err)
 	case errors.Is(err, errNoSuchDomain):
 		return nil, false, sluice.NewReply(550, sluice.EnhancedCode{5, 1, 2}, "domain %s does not exist", domain)
 	case err != nil:
@@ -107,7 +122,7 @@ func (a *Agent) resolveHosts(ctx context.Context, hosts []mxHost, port int) ([]h
 			lastErr = err
 		}
 		for _, ip := range addrs {
-			hops = append(hops, hop{name: h.name, addr: netip.AddrPortFrom(ip, uint16(port))})
+			hops = append(hops, hop{name: h.name, addr: netip.AddrPortFrom(ip, uint16(port)), pref: int(h.pref)})
 		}
 	}
 	if len(hops) > a.cfg.maxHosts {
@@ -161,13 +176,28 @@ func (a *Agent) resolveAddrs(ctx context.Context, name string) ([]netip.Addr, er
 	return nil, errNoSuchDomain
 }
 
-// smarthostRoute returns the addresses of the configured relay.
-func (a *Agent) smarthostRoute(ctx context.Context) ([]hop, error) {
-	host, portStr, _ := net.SplitHostPort(a.cfg.smarthost) // validated in New
-	port, _ := strconv.Atoi(portStr)
-	hops, err := a.resolveHosts(ctx, []mxHost{{name: host}}, port)
+// poolRoute returns the addresses of the pool's hosts in the order of its
+// strategy.
+func (a *Agent) poolRoute(ctx context.Context, p *Pool) ([]hop, error) {
+	var hops []hop
+	var lastErr error
+	for i, h := range p.order() {
+		pref := i // failover: an order, not a choice
+		if p.Strategy == Spread {
+			pref = 0
+		}
+		host, portStr, _ := net.SplitHostPort(h.Addr) // validated by NewRoutes
+		port, _ := strconv.Atoi(portStr)
+		addrs, err := a.resolveAddrs(ctx, host)
+		if err != nil {
+			lastErr = err
+		}
+		for _, ip := range addrs {
+			hops = append(hops, hop{name: host, addr: netip.AddrPortFrom(ip, uint16(port)), pref: pref})
+		}
+	}
 	if len(hops) > 0 {
 		return hops, nil
 	}
-	return nil, sluice.NewReply(451, sluice.EnhancedCode{4, 4, 3}, "cannot resolve relay %s: %v", host, err)
+	return nil, sluice.NewReply(451, sluice.EnhancedCode{4, 4, 3}, "cannot resolve the hosts of pool %s: %v", p.Name, lastErr)
 }

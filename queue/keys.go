@@ -56,10 +56,15 @@ var idEncoding = base32.HexEncoding.WithPadding(base32.NoPadding)
 // newID returns a queue id: 20 characters of base32hex, sortable by
 // creation time (48 bits of milliseconds) and unique by 48 random bits.
 func newID(now time.Time) string {
+	b := newIDBytes(now)
+	return idEncoding.EncodeToString(b[:])
+}
+
+func newIDBytes(now time.Time) [12]byte {
 	var b [12]byte
 	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixMilli())<<16)
 	rand.Read(b[6:])
-	return idEncoding.EncodeToString(b[:])
+	return b
 }
 
 // idGen makes queue ids that increase strictly within a process, so that
@@ -71,9 +76,7 @@ type idGen struct {
 }
 
 func (g *idGen) next(now time.Time) string {
-	var b [12]byte
-	id := newID(now)
-	idEncoding.Decode(b[:], []byte(id))
+	b := newIDBytes(now)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if bytes.Compare(b[:], g.last[:]) <= 0 {

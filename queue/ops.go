@@ -263,6 +263,10 @@ func (q *Queue) summary(id string) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
+	return summarize(id, se, st, inflight), nil
+}
+
+func summarize(id string, se *storedEnvelope, st *msgState, inflight bool) *Summary {
 	s := &Summary{ID: id, From: se.Env.From, Recipients: len(se.Env.Recipients), Size: se.Size,
 		Received: se.Env.Received, Attempts: st.Attempts, State: messageState(st, inflight)}
 	for i, r := range st.Rcpts {
@@ -276,7 +280,7 @@ func (q *Queue) summary(id string) (*Summary, error) {
 	if s.State == StatePending || s.State == StateDeferred {
 		s.Next = time.Unix(0, st.Next)
 	}
-	return s, nil
+	return s
 }
 
 // read returns message id's envelope and state, the in-flight copy if it
@@ -341,15 +345,11 @@ func (q *Queue) Show(ctx context.Context, id string) (*Info, error) {
 	if err != nil {
 		return nil, err
 	}
-	sum, err := q.summary(id)
-	if err != nil {
-		return nil, err
-	}
-	info := &Info{Summary: *sum, Envelope: se.Env.Clone()}
+	info := &Info{Summary: *summarize(id, se, st, inflight), Envelope: se.Env.Clone()}
 	if st.Last != 0 {
 		info.LastTry = time.Unix(0, st.Last)
 	}
-	msgState := messageState(st, inflight)
+	msgState := info.State
 	for i, r := range se.Env.Recipients {
 		rs := st.Rcpts[i]
 		ri := RecipientInfo{Address: r.Address, Attempts: rs.Attempts, LastReply: rs.Reply, Warned: rs.Warned}
@@ -482,7 +482,7 @@ func (q *Queue) Flush(ctx context.Context) (int, error) {
 		var keys [][]byte
 		err := q.spool.store.Scan(lower, upper, func(k, _ []byte) (bool, error) {
 			keys = append(keys, bytes.Clone(k))
-			return len(keys) < 1000, ctx.Err()
+			return len(keys) < 200, ctx.Err() // a short hold of q.mu per batch
 		})
 		if err != nil {
 			return moved, err

@@ -36,11 +36,17 @@ const (
 
 // sealRecord returns the record of payload stored under key.
 func sealRecord(key []byte, kind byte, payload []byte) []byte {
-	v := make([]byte, recordHeaderLen+len(payload))
-	v[0] = kind
-	copy(v[recordHeaderLen:], payload)
-	binary.BigEndian.PutUint32(v[1:], recordSum(key, v))
-	return v
+	return appendRecord(nil, key, kind, payload)
+}
+
+// appendRecord appends the record of payload stored under key to dst, so
+// a caller can reuse one buffer for many records.
+func appendRecord(dst, key []byte, kind byte, payload []byte) []byte {
+	n := len(dst)
+	dst = append(dst, kind, 0, 0, 0, 0)
+	dst = append(dst, payload...)
+	binary.BigEndian.PutUint32(dst[n+1:], recordSum(key, dst[n:]))
+	return dst
 }
 
 func recordSum(key, v []byte) uint32 {

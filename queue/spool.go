@@ -91,7 +91,9 @@ func (s *spool) dropPartials() error {
 	return b.Commit()
 }
 
-var chunkBufs = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
+// chunkBufs hold a chunk read from the body and, after it, the record
+// sealing it.
+var chunkBufs = sync.Pool{New: func() any { b := make([]byte, 2*chunkSize+recordHeaderLen); return &b }}
 
 // writeMessage stores a new message: its body in chunks read from body,
 // then, in one last batch, its envelope, state and index entries. It
@@ -104,6 +106,7 @@ func (s *spool) writeMessage(id string, env *sluice.Envelope, st *msgState, doma
 	defer chunkBufs.Put(buf)
 	b := s.store.NewBatch()
 	se := &storedEnvelope{Env: env}
+	rec := (*buf)[chunkSize:] // after the chunk: the sealed record
 	partial := false
 	fail := func(err error) (*storedEnvelope, error) {
 		b.Discard()
@@ -113,10 +116,12 @@ func (s *spool) writeMessage(id string, env *sluice.Envelope, st *msgState, doma
 		return nil, fmt.Errorf("queue: write %s: %w", id, err)
 	}
 	for {
-		n, err := io.ReadFull(body, *buf)
+		n, err := io.ReadFull(body, (*buf)[:chunkSize])
 		if n > 0 {
 			chunk := (*buf)[:n]
-			b.Set(chunkKey(id, se.Chunks), sealRecord(chunkKey(id, se.Chunks), kindChunk, chunk))
+			k := chunkKey(id, se.Chunks)
+			rec = appendRecord(rec[:0], k, kindChunk, chunk)
+			b.Set(k, rec) // Set copies: rec is reused for the next chunk
 			se.BodyCRC = crc32.Update(se.BodyCRC, castagnoli, chunk)
 			se.Size += int64(n)
 			se.Chunks++

@@ -39,6 +39,7 @@ type Store interface {
 // Batch is a set of writes to a [Store] applied atomically: after a crash
 // either all of them are there or none.
 type Batch interface {
+	// Set and Delete copy their arguments: the caller may reuse them.
 	Set(key, value []byte)
 	Delete(key []byte)
 	// DeleteRange deletes every key in [lower, upper).

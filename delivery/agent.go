@@ -30,13 +30,15 @@ type Enqueuer interface {
 // queue calls Deliver from many workers at once. Close it to close the
 // connections it keeps for reuse.
 type Agent struct {
-	cfg     config
-	dsn     Enqueuer
-	dns     *resolver
-	shaper  *shaper
-	routes  atomic.Pointer[Routes] // never nil after New
-	metrics *metrics               // nil without a Registerer
-	log     *slog.Logger
+	cfg    config
+	dsn    Enqueuer
+	dns    *resolver
+	shaper *shaper
+	routes atomic.Pointer[Routes] // never nil after New
+	// replyRules are the rules of SetReplyRules; nil or empty for none.
+	replyRules atomic.Pointer[[]ReplyRule]
+	metrics    *metrics // nil without a Registerer
+	log        *slog.Logger
 }
 
 var (
@@ -83,11 +85,12 @@ func New(dsn Enqueuer, opts ...Option) (*Agent, error) {
 		cfg:     cfg,
 		dsn:     dsn,
 		dns:     &resolver{servers: cfg.resolvers, timeout: cfg.timeouts.DNS, cache: newDNSCache(cfg.dnsCache, cfg.now)},
-		shaper:  newShaper(cfg.shaping, cfg.deadHost, cfg.now),
+		shaper:  newShaper(cfg.shaping, lowerShapingRules(cfg.shapingRules), cfg.deadHost, cfg.now),
 		metrics: m,
 		log:     cfg.logger.With("component", "delivery"),
 	}
 	a.routes.Store(routes)
+	a.replyRules.Store(&cfg.replyRules)
 	return a, nil
 }
 
@@ -117,6 +120,9 @@ func (c *config) validate() error {
 			return fmt.Errorf("delivery: negative timeout in %+v", t)
 		}
 	}
+	if t.DataRate < 0 {
+		return fmt.Errorf("delivery: negative data rate %d", t.DataRate)
+	}
 	if c.maxHosts < 1 {
 		return fmt.Errorf("delivery: max hosts %d must be at least 1", c.maxHosts)
 	}
@@ -127,6 +133,12 @@ func (c *config) validate() error {
 		return errors.New("delivery: nil clock")
 	}
 	if err := c.shaping.validate(); err != nil {
+		return err
+	}
+	if err := checkShapingRules(c.shapingRules, c.shaping); err != nil {
+		return err
+	}
+	if err := checkReplyRules(c.replyRules, c.shaping); err != nil {
 		return err
 	}
 	if c.shapeBy != ShapeByDomain && c.shapeBy != ShapeBySite {
@@ -287,12 +299,14 @@ func (a *Agent) target(ctx context.Context, g *group) (*target, error) {
 		eg, t.pol.tls = g.route.Egress, g.route.TLS
 	}
 	var key string
+	var names []string // what shaping rules match
 	if p := g.pool; p != nil {
 		hops, err := a.poolRoute(ctx, p)
 		if err != nil {
 			return nil, err
 		}
 		t.name, t.hops, key = "pool:"+p.Name, hops, "pool:"+p.Name
+		names = []string{strings.ToLower(key)}
 		t.pol.transport, t.pol.tls, t.pol.user, t.pol.pass = p.Transport, p.TLS, p.Username, p.Password
 		if p.Egress.SourceIP.IsValid() {
 			eg.SourceIP = p.Egress.SourceIP
@@ -306,8 +320,9 @@ func (a *Agent) target(ctx context.Context, g *group) (*target, error) {
 			return nil, err
 		}
 		t.hops, key = hops, strings.ToLower(g.domain)
+		names = []string{key}
 		if a.cfg.shapeBy == ShapeBySite {
-			key = "site:" + site
+			key, names = "site:"+site, strings.Split(site, ",")
 		}
 	}
 	if eg.SourceIP.IsValid() {
@@ -316,7 +331,7 @@ func (a *Agent) target(ctx context.Context, g *group) (*target, error) {
 	if eg.Helo != "" {
 		t.pol.helo = eg.Helo
 	}
-	t.dest = a.shaper.dest(key)
+	t.dest = a.shaper.dest(key, names)
 	return t, nil
 }
 
@@ -375,16 +390,27 @@ func (a *Agent) deliverGroup(ctx context.Context, msg *queue.Message, g *group) 
 			if cn, err = a.dial(ctx, t, h); err != nil {
 				a.hopFailed(ctx, msg, t, err)
 				last = err
+				if a.ruleEndsGroup(ctx, t, g, err) {
+					break
+				}
 				continue
 			}
 			a.metrics.connection(false)
 		}
-		if err := cn.send(ctx, msg, pendingOf(g.rcpts)); err != nil {
+		sent := pendingOf(g.rcpts)
+		if err := cn.send(ctx, msg, sent); err != nil {
 			a.hopFailed(ctx, msg, t, err)
 			last = err
 			cn.quit()
 			cn = nil
+			if a.ruleEndsGroup(ctx, t, g, err) {
+				break
+			}
 			continue
+		}
+		if a.applyRules(ctx, t, sent) {
+			finishAll(g.rcpts, suspendedReply(t.dest, sent[0].reply))
+			break
 		}
 		if cn.hung {
 			a.hopFailed(ctx, msg, t, &hopError{h: cn.h, phase: "DATA", err: errors.New("no reply after end of data"), unreachable: true})
@@ -445,9 +471,7 @@ func (a *Agent) hopFailed(ctx context.Context, msg *queue.Message, t *target, er
 		}
 		if he.unreachable || he.throttled() || he.phase == "connect" || he.phase == "greeting" {
 			drop, parked := t.dest.failure()
-			for _, c := range drop {
-				c.quit()
-			}
+			quitAll(drop)
 			if parked {
 				a.metrics.park()
 				a.log.WarnContext(ctx, "destination parked", "destination", t.dest.key, "err", err)

@@ -17,6 +17,7 @@ type metrics struct {
 	connections *prometheus.CounterVec
 	deadHosts   prometheus.Counter
 	parked      prometheus.Counter
+	rules       *prometheus.CounterVec
 }
 
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
@@ -46,13 +47,20 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		Name: "sluice_delivery_destinations_parked_total",
 		Help: "Destinations parked after repeated failures (their mail deferred without a session).",
 	})
-	for _, c := range []prometheus.Collector{m.attempts, m.duration, m.connections, m.deadHosts, m.parked} {
+	m.rules = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_delivery_reply_rules_total",
+		Help: "Next-hop replies that matched a reply rule, by the rule's action (backoff, suspend, bounce).",
+	}, []string{"action"})
+	for _, c := range []prometheus.Collector{m.attempts, m.duration, m.connections, m.deadHosts, m.parked, m.rules} {
 		if err := r.Register(c); err != nil {
 			return nil, fmt.Errorf("delivery: register metrics: %w", err)
 		}
 	}
 	for _, o := range []sluice.Outcome{sluice.OutcomeDelivered, sluice.OutcomeDeferred, sluice.OutcomeBounced} {
 		m.attempts.WithLabelValues(o.String())
+	}
+	for _, a := range []ReplyAction{ReplyBackoff, ReplySuspend, ReplyBounce} {
+		m.rules.WithLabelValues(a.String())
 	}
 	m.connections.WithLabelValues("new")
 	m.connections.WithLabelValues("reused")
@@ -90,5 +98,11 @@ func (m *metrics) deadHost() {
 func (m *metrics) park() {
 	if m != nil {
 		m.parked.Inc()
+	}
+}
+
+func (m *metrics) rule(a ReplyAction) {
+	if m != nil {
+		m.rules.WithLabelValues(a.String()).Inc()
 	}
 }

@@ -48,25 +48,33 @@ type Timeouts struct {
 	Command time.Duration
 	// DNS bounds each DNS query to one resolver.
 	DNS time.Duration
+	// DataRate is the watchdog on the transfer of the message body, in
+	// bytes per second: the whole body must be written within Command
+	// plus its size divided by DataRate. Each write is bounded by Command
+	// too, but a peer that takes a few bytes at a time never trips that
+	// and would hold a worker for hours with a large message.
+	DataRate int
 }
 
 type config struct {
-	hostname   string
-	smarthost  string
-	routes     *Routes
-	resolvers  []string
-	port       int
-	dial       DialFunc
-	timeouts   Timeouts
-	maxHosts   int
-	tls        *tls.Config // nil: no STARTTLS
-	dnsCache   int         // entries; 0 disables the cache
-	now        func() time.Time
-	shaping    Shaping
-	shapeBy    ShapeKey
-	deadHost   time.Duration
-	logger     *slog.Logger
-	registerer prometheus.Registerer
+	hostname     string
+	smarthost    string
+	routes       *Routes
+	resolvers    []string
+	port         int
+	dial         DialFunc
+	timeouts     Timeouts
+	maxHosts     int
+	tls          *tls.Config // nil: no STARTTLS
+	dnsCache     int         // entries; 0 disables the cache
+	now          func() time.Time
+	shaping      Shaping
+	shapingRules []ShapingRule
+	replyRules   []ReplyRule
+	shapeBy      ShapeKey
+	deadHost     time.Duration
+	logger       *slog.Logger
+	registerer   prometheus.Registerer
 }
 
 func defaultConfig() config {
@@ -89,6 +97,7 @@ func defaultConfig() config {
 			Data:      5 * time.Minute,
 			Command:   30 * time.Second,
 			DNS:       5 * time.Second,
+			DataRate:  8 << 10,
 		},
 		maxHosts: 5,
 		tls:      &tls.Config{InsecureSkipVerify: true}, // RFC 7435: encrypt without authenticating
@@ -164,7 +173,8 @@ func WithDialer(dial DialFunc) Option { return func(c *config) { c.dial = dial }
 // WithTimeouts sets the deadlines of each network stage. Zero fields keep
 // their defaults; negative ones are an error.
 // Default: Connect 10s, Greeting 30s, Hello 30s, StartTLS 30s, Mail 30s,
-// Rcpt 30s, DataStart 30s, Data 5m, Command 30s, DNS 5s.
+// Rcpt 30s, DataStart 30s, Data 5m, Command 30s, DNS 5s, DataRate 8 KiB/s
+// (a 10 MiB message may take 30s plus about 21 minutes).
 func WithTimeouts(t Timeouts) Option {
 	return func(c *config) {
 		d := &c.timeouts
@@ -180,6 +190,9 @@ func WithTimeouts(t Timeouts) Option {
 			if f.v != 0 {
 				*f.dst = f.v
 			}
+		}
+		if t.DataRate != 0 {
+			d.DataRate = t.DataRate
 		}
 	}
 }
@@ -223,6 +236,25 @@ func WithClock(now func() time.Time) Option { return func(c *config) { c.now = n
 // ParkFor 1m, ParkMax 30m.
 func WithShaping(s Shaping) Option {
 	return func(c *config) { c.shaping = c.shaping.merge(s) }
+}
+
+// WithShapingRules gives the destinations each rule matches their own
+// limits (the first matching rule applies), for example a lower
+// concurrency and a message rate for a mailbox provider that throttles.
+// [Agent.SetShapingRules] replaces them at run time.
+// Default: none (every destination has the limits of [WithShaping]).
+func WithShapingRules(rules ...ShapingRule) Option {
+	rules = append([]ShapingRule(nil), rules...)
+	return func(c *config) { c.shapingRules = rules }
+}
+
+// WithReplyRules sets the rules that match next-hop replies and back a
+// destination off, suspend it or bounce its mail (see [ReplyRule]).
+// [Agent.SetReplyRules] replaces them at run time.
+// Default: none.
+func WithReplyRules(rules ...ReplyRule) Option {
+	rules = append([]ReplyRule(nil), rules...)
+	return func(c *config) { c.replyRules = rules }
 }
 
 // WithShapeBy chooses what a destination is for shaping: the recipient

@@ -338,6 +338,10 @@ func (cn *conn) data(msg *queue.Message, accepted []*rcptState) error {
 	defer body.Close()
 	src := &errReader{r: body}
 	dst := &deadlineWriter{w: w, conn: cn.raw, timeout: t.Command}
+	if t.DataRate > 0 {
+		dst.rate = t.DataRate
+		dst.end = time.Now().Add(t.Command + time.Duration(float64(msg.Size)/float64(t.DataRate)*float64(time.Second)))
+	}
 	if _, err := io.Copy(dst, src); err != nil {
 		cn.broken = true
 		cn.raw.Close() // abort without the final dot, so nothing is delivered
@@ -498,14 +502,27 @@ func (e *errReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// deadlineWriter bounds each write of the message body.
+// deadlineWriter bounds each write of the message body, and the whole
+// body's transfer when end is set (the DataRate watchdog).
 type deadlineWriter struct {
 	w       io.Writer
 	conn    net.Conn
 	timeout time.Duration
+	end     time.Time // zero: no bound on the whole transfer
+	rate    int       // bytes per second that end allows for
 }
 
 func (d *deadlineWriter) Write(p []byte) (int, error) {
-	d.conn.SetWriteDeadline(time.Now().Add(d.timeout))
-	return d.w.Write(p)
+	deadline := time.Now().Add(d.timeout)
+	watchdog := !d.end.IsZero() && d.end.Before(deadline)
+	if watchdog {
+		deadline = d.end
+	}
+	d.conn.SetWriteDeadline(deadline)
+	n, err := d.w.Write(p)
+	var ne net.Error
+	if watchdog && errors.As(err, &ne) && ne.Timeout() {
+		err = fmt.Errorf("body transfer slower than %d bytes/s: %w", d.rate, err)
+	}
+	return n, err
 }

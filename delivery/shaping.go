@@ -110,44 +110,147 @@ func (s Shaping) validate() error {
 }
 
 func limiter(perSecond float64) *rate.Limiter {
+	l := rate.NewLimiter(rate.Inf, 1)
+	setRate(l, perSecond)
+	return l
+}
+
+// setRate sets l to perSecond events a second, with a burst of one
+// second's worth; 0 means no limit.
+func setRate(l *rate.Limiter, perSecond float64) {
 	if perSecond <= 0 {
-		return rate.NewLimiter(rate.Inf, 1)
+		l.SetLimit(rate.Inf)
+		l.SetBurst(1)
+		return
 	}
-	return rate.NewLimiter(rate.Limit(perSecond), max(1, int(math.Ceil(perSecond))))
+	l.SetBurst(max(1, int(math.Ceil(perSecond))))
+	l.SetLimit(rate.Limit(perSecond))
+}
+
+// ShapingRule gives the destinations that Match their own limits, for
+// example a lower concurrency for a consumer mailbox provider.
+type ShapingRule struct {
+	// Match selects destinations with the patterns of routes: a domain
+	// ("example.com"), a suffix (".example.com") or "*". A destination
+	// keyed by recipient domain is matched by its domain; one keyed by MX
+	// site ([ShapeBySite]) when any of its MX host names matches, so
+	// ".google.com" covers every domain hosted there; a pool's by
+	// "pool:NAME".
+	Match string
+	// Shaping holds the limits that differ from the agent's
+	// ([WithShaping]): its non-zero fields override them.
+	Shaping Shaping
 }
 
 // destination is the shaping state of one destination.
 type destination struct {
 	key   string
-	s     Shaping
+	names []string // what ShapingRules match: the domain, the MX hosts or "pool:NAME"
 	now   func() time.Time
 	msgs  *rate.Limiter
 	conns *rate.Limiter
 
-	mu          sync.Mutex // guards the fields below
-	window      int        // adaptive concurrency, 1..s.Concurrency
-	credit      float64    // feedback not yet applied to window
-	open        int        // connections open or being opened, idle included
-	idle        []*conn    // idle connections, most recently used last
-	fails       int        // failures in a row
-	parkedUntil time.Time
-	parkFor     time.Duration
-	probing     bool          // a probe of a parked destination runs
-	changed     chan struct{} // closed and replaced when open, idle or window change
-	lastUsed    time.Time
+	mu           sync.Mutex // guards the fields below
+	base         Shaping    // the configured limits
+	s            Shaping    // the limits in force: base, or base under a backoff profile
+	backoffUntil time.Time  // when s returns to base; zero without a backoff
+	window       int        // adaptive concurrency, 1..s.Concurrency
+	credit       float64    // feedback not yet applied to window
+	open         int        // connections open or being opened, idle included
+	idle         []*conn    // idle connections, most recently used last
+	fails        int        // failures in a row
+	parkedUntil  time.Time
+	parkFor      time.Duration
+	probing      bool          // a probe of a parked destination runs
+	changed      chan struct{} // closed and replaced when open, idle or window change
+	lastUsed     time.Time
 
 	closed *atomic.Bool // the agent's: set by Close, then nothing is kept idle
 }
 
-func newDestination(key string, s Shaping, now func() time.Time, closed *atomic.Bool) *destination {
+func newDestination(key string, names []string, s Shaping, now func() time.Time, closed *atomic.Bool) *destination {
 	return &destination{
-		key: key, s: s, now: now, closed: closed,
+		key: key, names: names, base: s, s: s, now: now, closed: closed,
 		msgs:    limiter(s.MessageRate),
 		conns:   limiter(s.ConnectionRate),
 		window:  min(s.InitialConcurrency, s.Concurrency),
 		parkFor: s.ParkFor,
 		changed: make(chan struct{}),
 	}
+}
+
+// applyLocked puts the limits s in force. It returns the idle
+// connections over the new concurrency, for the caller to close.
+func (d *destination) applyLocked(s Shaping) (drop []*conn) {
+	d.s = s
+	d.window = min(d.window, s.Concurrency)
+	d.parkFor = min(max(d.parkFor, s.ParkFor), s.ParkMax)
+	setRate(d.msgs, s.MessageRate)
+	setRate(d.conns, s.ConnectionRate)
+	d.signalLocked()
+	return d.trimIdleLocked()
+}
+
+// trimIdleLocked takes idle connections out while more connections are
+// open than the window allows, and returns them for the caller to close.
+func (d *destination) trimIdleLocked() (drop []*conn) {
+	for d.open > d.window && len(d.idle) > 0 {
+		c := d.idle[0]
+		d.idle = d.idle[1:]
+		c.stopIdle()
+		d.open--
+		drop = append(drop, c)
+	}
+	return drop
+}
+
+func quitAll(conns []*conn) {
+	for _, c := range conns {
+		c.quit()
+	}
+}
+
+// setBase replaces the configured limits, as a reload of the shaping
+// rules does; a backoff in force stays until it ends.
+func (d *destination) setBase(s Shaping) {
+	d.mu.Lock()
+	d.base = s
+	var drop []*conn
+	if d.backoffUntil.IsZero() {
+		drop = d.applyLocked(s)
+	}
+	d.mu.Unlock()
+	quitAll(drop)
+}
+
+// backoff puts the limits of profile (merged over the configured ones) in
+// force until the given time; a reply rule asks for it.
+func (d *destination) backoff(profile Shaping, until time.Time) {
+	d.mu.Lock()
+	d.backoffUntil = until
+	drop := d.applyLocked(d.base.merge(profile))
+	d.mu.Unlock()
+	quitAll(drop)
+}
+
+// suspend parks the destination until the given time (a reply rule asks
+// for it): its mail is deferred without a session until then.
+func (d *destination) suspend(until time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if until.After(d.parkedUntil) {
+		d.parkedUntil = until
+	}
+}
+
+// refreshLocked ends a backoff whose time is over. It returns the idle
+// connections to close, if the configured limits are the tighter ones.
+func (d *destination) refreshLocked() (drop []*conn) {
+	if !d.backoffUntil.IsZero() && !d.now().Before(d.backoffUntil) {
+		d.backoffUntil = time.Time{}
+		return d.applyLocked(d.base)
+	}
+	return nil
 }
 
 // errParked is returned by acquire for a parked destination.
@@ -170,6 +273,11 @@ type lease struct {
 func (d *destination) acquire(ctx context.Context) (*lease, error) {
 	for {
 		d.mu.Lock()
+		if drop := d.refreshLocked(); drop != nil {
+			d.mu.Unlock()
+			quitAll(drop)
+			continue
+		}
 		d.lastUsed = d.now()
 		probe := false
 		if !d.parkedUntil.IsZero() {
@@ -289,14 +397,7 @@ func (d *destination) failure() (drop []*conn, parked bool) {
 		d.parkedUntil = d.now().Add(d.parkFor)
 		parked = true
 	}
-	for d.open > d.window && len(d.idle) > 0 {
-		c := d.idle[0]
-		d.idle = d.idle[1:]
-		c.stopIdle()
-		d.open--
-		drop = append(drop, c)
-	}
-	return drop, parked
+	return d.trimIdleLocked(), parked
 }
 
 // state reports the destination's window and open connections, for
@@ -307,6 +408,16 @@ func (d *destination) state() (window, open int, parked bool) {
 	return d.window, d.open, !d.parkedUntil.IsZero()
 }
 
+// limits returns the limits in force.
+func (d *destination) limits() Shaping {
+	d.mu.Lock()
+	drop := d.refreshLocked()
+	s := d.s
+	d.mu.Unlock()
+	quitAll(drop)
+	return s
+}
+
 // shaper holds the destinations and the dead-host memory.
 type shaper struct {
 	s        Shaping
@@ -315,7 +426,8 @@ type shaper struct {
 
 	closed atomic.Bool // set by closeAll
 
-	mu      sync.Mutex // guards dests, dead and opening
+	mu      sync.Mutex    // guards rules, dests, dead and opening
+	rules   []ShapingRule // first match wins
 	dests   map[string]*destination
 	dead    map[netip.AddrPort]time.Time   // address -> skip until
 	opening map[netip.AddrPort][]time.Time // address -> starts of opens without a greeting yet
@@ -324,13 +436,15 @@ type shaper struct {
 // maxIdleDestinations bounds the destinations kept without connections.
 const maxIdleDestinations = 10000
 
-func newShaper(s Shaping, deadTime time.Duration, now func() time.Time) *shaper {
-	return &shaper{s: s, now: now, deadTime: deadTime,
+func newShaper(s Shaping, rules []ShapingRule, deadTime time.Duration, now func() time.Time) *shaper {
+	return &shaper{s: s, rules: rules, now: now, deadTime: deadTime,
 		dests: make(map[string]*destination), dead: make(map[netip.AddrPort]time.Time),
 		opening: make(map[netip.AddrPort][]time.Time)}
 }
 
-func (sh *shaper) dest(key string) *destination {
+// dest returns the destination of key, created with the limits of the
+// first shaping rule that matches one of names.
+func (sh *shaper) dest(key string, names []string) *destination {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if d, ok := sh.dests[key]; ok {
@@ -339,9 +453,38 @@ func (sh *shaper) dest(key string) *destination {
 	if len(sh.dests) >= maxIdleDestinations {
 		sh.sweepLocked()
 	}
-	d := newDestination(key, sh.s, sh.now, &sh.closed)
+	d := newDestination(key, names, sh.shapingLocked(names), sh.now, &sh.closed)
 	sh.dests[key] = d
 	return d
+}
+
+// shapingLocked returns the limits for a destination known by names.
+func (sh *shaper) shapingLocked(names []string) Shaping {
+	for _, r := range sh.rules {
+		if slices.ContainsFunc(names, func(n string) bool { return matchDomain(r.Match, n) }) {
+			return sh.s.merge(r.Shaping)
+		}
+	}
+	return sh.s
+}
+
+// setRules replaces the shaping rules and applies them to the known
+// destinations.
+func (sh *shaper) setRules(rules []ShapingRule) {
+	sh.mu.Lock()
+	sh.rules = rules
+	type change struct {
+		d *destination
+		s Shaping
+	}
+	changes := make([]change, 0, len(sh.dests))
+	for _, d := range sh.dests {
+		changes = append(changes, change{d, sh.shapingLocked(d.names)})
+	}
+	sh.mu.Unlock()
+	for _, c := range changes {
+		c.d.setBase(c.s)
+	}
 }
 
 // sweepLocked forgets destinations without connections that are neither

@@ -11,7 +11,7 @@ import (
 
 func TestAdaptiveWindow(t *testing.T) {
 	now := time.Unix(0, 0)
-	d := newDestination("d", Shaping{Concurrency: 4, InitialConcurrency: 2, MaxPerConnection: 1, ParkAfter: 100, ParkFor: time.Minute, ParkMax: time.Hour},
+	d := newDestination("d", nil, Shaping{Concurrency: 4, InitialConcurrency: 2, MaxPerConnection: 1, ParkAfter: 100, ParkFor: time.Minute, ParkMax: time.Hour},
 		func() time.Time { return now }, new(atomic.Bool))
 	window := func() int { w, _, _ := d.state(); return w }
 	steps := []struct {
@@ -46,7 +46,7 @@ func TestAdaptiveWindow(t *testing.T) {
 
 func TestParkAndProbe(t *testing.T) {
 	now := time.Unix(0, 0)
-	d := newDestination("d", Shaping{Concurrency: 2, InitialConcurrency: 2, MaxPerConnection: 1, ParkAfter: 2, ParkFor: time.Minute, ParkMax: 3 * time.Minute},
+	d := newDestination("d", nil, Shaping{Concurrency: 2, InitialConcurrency: 2, MaxPerConnection: 1, ParkAfter: 2, ParkFor: time.Minute, ParkMax: 3 * time.Minute},
 		func() time.Time { return now }, new(atomic.Bool))
 	ctx := context.Background()
 	fail := func() {
@@ -104,7 +104,7 @@ func TestParkAndProbe(t *testing.T) {
 
 func TestSuspectHostsGoLastAmongEquals(t *testing.T) {
 	now := time.Unix(0, 0)
-	a := &Agent{shaper: newShaper(Shaping{}, time.Minute, func() time.Time { return now })}
+	a := &Agent{shaper: newShaper(Shaping{}, nil, time.Minute, func() time.Time { return now })}
 	a.cfg.timeouts.Greeting = 400 * time.Millisecond
 	ap := func(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
 	hops := []hop{{"a", ap("192.0.2.1:25"), 10}, {"b", ap("192.0.2.2:25"), 10}, {"c", ap("192.0.2.3:25"), 20}, {"d", ap("192.0.2.4:25"), 20}}
@@ -126,5 +126,33 @@ func TestSuspectHostsGoLastAmongEquals(t *testing.T) {
 	done()
 	if got := names(); got != "abcd" {
 		t.Errorf("after the greeting: order %s, want abcd", got)
+	}
+}
+
+func TestBackoffProfileEnds(t *testing.T) {
+	now := time.Unix(0, 0)
+	base := Shaping{Concurrency: 4, InitialConcurrency: 4, MessageRate: 100, MaxPerConnection: 1, ParkAfter: 10, ParkFor: time.Minute, ParkMax: time.Hour}
+	d := newDestination("d", nil, base, func() time.Time { return now }, new(atomic.Bool))
+	d.backoff(Shaping{Concurrency: 1, MessageRate: 0.5}, now.Add(10*time.Minute))
+	if got := d.limits(); got.Concurrency != 1 || got.MessageRate != 0.5 || got.ParkAfter != 10 {
+		t.Errorf("during the backoff: limits %+v, want the profile over the base", got)
+	}
+	if w, _, _ := d.state(); w != 1 {
+		t.Errorf("during the backoff: window %d, want 1", w)
+	}
+	if got := float64(d.msgs.Limit()); got != 0.5 {
+		t.Errorf("during the backoff: message rate %v, want 0.5", got)
+	}
+	now = now.Add(10 * time.Minute)
+	if got := d.limits(); got != base {
+		t.Errorf("after the backoff: limits %+v, want %+v", got, base)
+	}
+	if got := float64(d.msgs.Limit()); got != 100 {
+		t.Errorf("after the backoff: message rate %v, want 100", got)
+	}
+	// The window grows back by feedback, not at once.
+	d.success()
+	if w, _, _ := d.state(); w != 2 {
+		t.Errorf("after the backoff and one success: window %d, want 2", w)
 	}
 }

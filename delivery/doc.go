@@ -27,6 +27,12 @@
 // address that cannot be reached is remembered as dead, for every
 // destination that uses it, for [WithDeadHostTime]; an address whose
 // greeting is overdue is tried after its equals. See [Shaping].
+// [ShapingRule] gives some destinations their own limits, and a
+// [ReplyRule] reads the peer's replies: a throttling message backs the
+// destination off to a profile for a while, a block message suspends it,
+// and a 4xx that never lifts bounces at once (seeds 002 and 003). Both
+// can be replaced at run time. The body transfer has a rate watchdog
+// ([Timeouts].DataRate) on top of the per-write deadline.
 //
 // Standards implemented:
 //   - RFC 5321: client side of SMTP; MX selection by preference with

@@ -169,7 +169,7 @@ func (a *Agent) applyRule(ctx context.Context, d *destination, r *sluice.Reply) 
 	case ReplyBackoff:
 		d.backoff(rule.Shaping, until)
 	case ReplySuspend:
-		d.suspend(until)
+		d.suspend(until, "by reply rule "+rule.Name)
 	case ReplyBounce:
 		if r.Temporary() {
 			ec := r.Enhanced

@@ -160,6 +160,7 @@ type destination struct {
 	idle         []*conn    // idle connections, most recently used last
 	fails        int        // failures in a row
 	parkedUntil  time.Time
+	parkWhy      string // why it is parked, for errParked
 	parkFor      time.Duration
 	probing      bool          // a probe of a parked destination runs
 	changed      chan struct{} // closed and replaced when open, idle or window change
@@ -235,11 +236,11 @@ func (d *destination) backoff(profile Shaping, until time.Time) {
 
 // suspend parks the destination until the given time (a reply rule asks
 // for it): its mail is deferred without a session until then.
-func (d *destination) suspend(until time.Time) {
+func (d *destination) suspend(until time.Time, why string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if until.After(d.parkedUntil) {
-		d.parkedUntil = until
+		d.parkedUntil, d.parkWhy = until, why
 	}
 }
 
@@ -253,11 +254,16 @@ func (d *destination) refreshLocked() (drop []*conn) {
 	return nil
 }
 
+const failuresWhy = "after repeated failures"
+
 // errParked is returned by acquire for a parked destination.
-type errParked struct{ until time.Time }
+type errParked struct {
+	until time.Time
+	why   string
+}
 
 func (e *errParked) Error() string {
-	return "destination parked after repeated failures until " + e.until.UTC().Format(time.RFC3339)
+	return "destination parked " + e.why + " until " + e.until.UTC().Format(time.RFC3339)
 }
 
 // lease is the right to one connection to a destination: either an idle
@@ -282,9 +288,9 @@ func (d *destination) acquire(ctx context.Context) (*lease, error) {
 		probe := false
 		if !d.parkedUntil.IsZero() {
 			if d.probing || d.now().Before(d.parkedUntil) {
-				until := d.parkedUntil
+				until, why := d.parkedUntil, d.parkWhy
 				d.mu.Unlock()
-				return nil, &errParked{until}
+				return nil, &errParked{until, why}
 			}
 			d.probing, probe = true, true
 		}
@@ -391,10 +397,10 @@ func (d *destination) failure() (drop []*conn, parked bool) {
 	switch {
 	case d.probing: // the probe failed: wait longer
 		d.parkFor = min(2*d.parkFor, d.s.ParkMax)
-		d.parkedUntil = d.now().Add(d.parkFor)
+		d.parkedUntil, d.parkWhy = d.now().Add(d.parkFor), failuresWhy
 		parked = true
 	case d.fails >= d.s.ParkAfter && d.parkedUntil.IsZero():
-		d.parkedUntil = d.now().Add(d.parkFor)
+		d.parkedUntil, d.parkWhy = d.now().Add(d.parkFor), failuresWhy
 		parked = true
 	}
 	return d.trimIdleLocked(), parked

@@ -114,6 +114,7 @@ type sluiceProc struct {
 	log      *logLines
 	done     chan struct{} // closed when the process has exited
 	waitErr  error         // set before done is closed
+	config   string        // the configuration file
 	smtpAddr string
 	httpAddr string
 	extra    []string // the addresses of [[smtp.listener]], in order
@@ -139,7 +140,7 @@ func startSluiceWith(t *testing.T, spool, extraConf string, args ...string) *slu
 	}
 	argv := append([]string{"serve", "--config", cfg, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
 		"--spool", spool, "--hostname", "sluice.test", "--log-level", "debug"}, args...)
-	p := &sluiceProc{cmd: exec.Command(sluiceBin, argv...), log: &logLines{}, done: make(chan struct{})}
+	p := &sluiceProc{cmd: exec.Command(sluiceBin, argv...), config: cfg, log: &logLines{}, done: make(chan struct{})}
 	p.cmd.Stderr = p.log
 	p.cmd.Stdout = p.log
 	if err := p.cmd.Start(); err != nil {

@@ -131,12 +131,15 @@ type deliveryConfig struct {
 	CommandTimeout   string        `toml:"command_timeout"`
 	DataTimeout      string        `toml:"data_timeout"`
 	DNSTimeout       string        `toml:"dns_timeout"`
+	DataRate         *int          `toml:"data_rate"`
 	DNSCache         *int          `toml:"dns_cache"`
 	DeadHostTime     string        `toml:"dead_host_time"`
 	ShapeBy          string        `toml:"shape_by"`
 	Shaping          shapingConfig `toml:"shaping"`
 	Pools            []poolConfig  `toml:"pool"`
 	Routes           []routeConfig `toml:"route"`
+	Limits           []limitConfig `toml:"limits"`
+	ReplyRules       []replyConfig `toml:"reply_rule"`
 }
 
 type httpConfig struct {
@@ -192,18 +195,21 @@ type settings struct {
 	command   time.Duration
 	data      time.Duration
 	dns       time.Duration
+	dataRate  int
 	dnsCache  *int // nil: not set
 	deadHost  time.Duration
 	shapeBy   delivery.ShapeKey
 	shaping   delivery.Shaping // zero fields: not set
 	routes    *delivery.Routes // nil: no routes table
+	limits    []delivery.ShapingRule
+	replies   []delivery.ReplyRule
 
 	httpListen string
 	logLevel   slog.Level
 	logFormat  string
 
 	configFile string           // the file read, for reloads; "" if none
-	reload     <-chan os.Signal // SIGHUP: reload the routes; nil in tests of parseConfig
+	reload     <-chan os.Signal // SIGHUP: reload the routes and rules; nil in tests of parseConfig
 }
 
 // listenerSetting is an extra SMTP listener.
@@ -441,8 +447,11 @@ func (v *validator) settings(fc *fileConfig) *settings {
 		dnsCache:  v.nonNegative("delivery.dns_cache", fc.Delivery.DNSCache),
 		deadHost:  v.duration("delivery.dead_host_time", fc.Delivery.DeadHostTime),
 		shapeBy:   v.shapeBy("delivery.shape_by", fc.Delivery.ShapeBy),
-		shaping:   v.shaping(&fc.Delivery.Shaping),
+		dataRate:  v.positive("delivery.data_rate", fc.Delivery.DataRate),
+		shaping:   v.shaping("delivery.shaping", &fc.Delivery.Shaping),
 		routes:    v.routes(&fc.Delivery),
+		limits:    v.limits(fc.Delivery.Limits),
+		replies:   v.replyRules(fc.Delivery.ReplyRules),
 
 		httpListen: v.hostPort("http.listen", fc.HTTP.Listen, true),
 		logFormat:  v.logFormat("log.format", fc.Log.Format),

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"regexp"
 	"strings"
 
 	"github.com/sluicemta/sluice"
@@ -21,6 +22,23 @@ type shapingConfig struct {
 	ParkAfter          *int     `toml:"park_after"`
 	ParkFor            string   `toml:"park_for"`
 	ParkMax            string   `toml:"park_max"`
+}
+
+// limitConfig is one [[delivery.limits]]: the limits of the destinations
+// it matches, over those of [delivery.shaping].
+type limitConfig struct {
+	Match string `toml:"match"`
+	shapingConfig
+}
+
+// replyConfig is one [[delivery.reply_rule]]: a pattern on next-hop
+// replies and what it does to the destination.
+type replyConfig struct {
+	Name   string `toml:"name"`
+	Match  string `toml:"match"`
+	Action string `toml:"action"`
+	For    string `toml:"for"`
+	shapingConfig
 }
 
 // poolConfig is one [[delivery.pool]]: relays or LMTP servers.
@@ -78,8 +96,8 @@ func (v *validator) rate(key string, r *float64) float64 {
 	return *r
 }
 
-func (v *validator) shaping(c *shapingConfig) delivery.Shaping {
-	const p = "delivery.shaping."
+func (v *validator) shaping(key string, c *shapingConfig) delivery.Shaping {
+	p := key + "."
 	s := delivery.Shaping{
 		Concurrency:        v.positive(p+"concurrency", c.Concurrency),
 		InitialConcurrency: v.positive(p+"initial_concurrency", c.InitialConcurrency),
@@ -95,6 +113,66 @@ func (v *validator) shaping(c *shapingConfig) delivery.Shaping {
 		v.fail(p+"park_max", "%v is less than park_for %v", s.ParkMax, s.ParkFor)
 	}
 	return s
+}
+
+func (v *validator) limits(cs []limitConfig) []delivery.ShapingRule {
+	var rules []delivery.ShapingRule
+	for i := range cs {
+		key := fmt.Sprintf("delivery.limits[%d]", i)
+		c := &cs[i]
+		if name, ok := strings.CutPrefix(c.Match, "pool:"); ok {
+			if name == "" {
+				v.fail(key+".match", "empty pool name")
+			}
+		} else {
+			v.pattern(key+".match", c.Match, true)
+		}
+		rules = append(rules, delivery.ShapingRule{Match: c.Match, Shaping: v.shaping(key, &c.shapingConfig)})
+	}
+	return rules
+}
+
+func (v *validator) replyRules(cs []replyConfig) []delivery.ReplyRule {
+	var rules []delivery.ReplyRule
+	names := make(map[string]bool)
+	for i := range cs {
+		key := fmt.Sprintf("delivery.reply_rule[%d]", i)
+		c := &cs[i]
+		r := delivery.ReplyRule{Name: c.Name, For: v.duration(key+".for", c.For), Shaping: v.shaping(key, &c.shapingConfig)}
+		switch {
+		case c.Name == "":
+			v.fail(key+".name", "missing")
+		case names[c.Name]:
+			v.fail(key+".name", "duplicate reply rule name %q", c.Name)
+		}
+		names[c.Name] = true
+		re, err := regexp.Compile(c.Match)
+		switch {
+		case c.Match == "":
+			v.fail(key+".match", "missing (want a regular expression on replies such as \"421 4.7.0 text\")")
+		case err != nil:
+			v.fail(key+".match", "%v", err)
+		}
+		r.Match = re
+		switch c.Action {
+		case "backoff":
+			r.Action = delivery.ReplyBackoff
+		case "suspend":
+			r.Action = delivery.ReplySuspend
+		case "bounce":
+			r.Action = delivery.ReplyBounce
+		default:
+			v.fail(key+".action", "bad action %q (want backoff, suspend or bounce)", c.Action)
+		}
+		if r.Action != delivery.ReplyBounce && r.For <= 0 {
+			v.fail(key+".for", "missing: %s needs a duration", c.Action)
+		}
+		if r.Action != delivery.ReplyBackoff && r.Shaping != (delivery.Shaping{}) {
+			v.fail(key, "limits are set but only a backoff applies them")
+		}
+		rules = append(rules, r)
+	}
+	return rules
 }
 
 // routes checks the pools and routes and builds the table; nil when the

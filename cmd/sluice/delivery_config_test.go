@@ -49,6 +49,20 @@ func TestParseDeliveryConfigErrors(t *testing.T) {
 			`sluice.toml:2: delivery.shape_by: bad value "mx" (want domain or site)`},
 		{"negative DNS cache", "[delivery]\ndns_cache = -1\n",
 			`sluice.toml:2: delivery.dns_cache: -1 must not be negative`},
+		{"limits without match", "[[delivery.limits]]\nconcurrency = 2\n",
+			`sluice.toml:1: delivery.limits[0].match: missing (want a domain, ".domain" for its subdomains, or "*")`},
+		{"limits with a bad count", "[[delivery.limits]]\nmatch = \"x.test\"\nconcurrency = 0\n",
+			`sluice.toml:3: delivery.limits[0].concurrency: 0 must be at least 1`},
+		{"reply rule with a bad regexp", "[[delivery.reply_rule]]\nname = \"r\"\nmatch = \"(\"\naction = \"bounce\"\n",
+			"sluice.toml:3: delivery.reply_rule[0].match: error parsing regexp: missing closing ): `(`"},
+		{"reply rule with a bad action", "[[delivery.reply_rule]]\nname = \"r\"\nmatch = \"x\"\naction = \"drop\"\n",
+			`sluice.toml:4: delivery.reply_rule[0].action: bad action "drop" (want backoff, suspend or bounce)`},
+		{"suspend without a duration", "[[delivery.reply_rule]]\nname = \"r\"\nmatch = \"x\"\naction = \"suspend\"\n",
+			`sluice.toml:1: delivery.reply_rule[0].for: missing: suspend needs a duration`},
+		{"limits on a bounce rule", "[[delivery.reply_rule]]\nname = \"r\"\nmatch = \"x\"\naction = \"bounce\"\nconcurrency = 1\n",
+			`sluice.toml:1: delivery.reply_rule[0]: limits are set but only a backoff applies them`},
+		{"zero data rate", "[delivery]\ndata_rate = 0\n",
+			`sluice.toml:2: delivery.data_rate: 0 must be at least 1`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -98,6 +112,28 @@ name = "mailstore"
 hosts = ["127.0.0.1:24"]
 transport = "lmtp"
 
+[[delivery.limits]]
+match = ".outlook.com"
+concurrency = 2
+message_rate = 1.5
+
+[[delivery.limits]]
+match = "pool:relays"
+max_per_connection = 50
+
+[[delivery.reply_rule]]
+name = "throttled"
+match = "(?i)^421 .*too many connections"
+action = "backoff"
+for = "10m"
+concurrency = 1
+
+[[delivery.reply_rule]]
+name = "blocked"
+match = "blocked using"
+action = "suspend"
+for = "1h"
+
 [[delivery.route]]
 domain = ".comcast.net"
 source_ip = "192.0.2.11"
@@ -139,6 +175,28 @@ fallback = "relays"
 	}
 	if want := (delivery.Shaping{Concurrency: 10, MessageRate: 5.5, IdleTimeout: 30 * time.Second}); s.shaping != want {
 		t.Errorf("shaping %+v, want %+v", s.shaping, want)
+	}
+	wantLimits := []delivery.ShapingRule{
+		{Match: ".outlook.com", Shaping: delivery.Shaping{Concurrency: 2, MessageRate: 1.5}},
+		{Match: "pool:relays", Shaping: delivery.Shaping{MaxPerConnection: 50}},
+	}
+	if !reflect.DeepEqual(s.limits, wantLimits) {
+		t.Errorf("limits:\n got %+v\nwant %+v", s.limits, wantLimits)
+	}
+	if len(s.replies) != 2 {
+		t.Fatalf("got %d reply rules, want 2", len(s.replies))
+	}
+	r0, r1 := s.replies[0], s.replies[1]
+	if r0.Name != "throttled" || r0.Action != delivery.ReplyBackoff || r0.For != 10*time.Minute ||
+		r0.Shaping != (delivery.Shaping{Concurrency: 1}) || !r0.Match.MatchString("421 4.7.0 Too many connections") {
+		t.Errorf("reply rule 0: %+v", r0)
+	}
+	if r1.Name != "blocked" || r1.Action != delivery.ReplySuspend || r1.For != time.Hour || r1.Match.String() != "blocked using" {
+		t.Errorf("reply rule 1: %+v", r1)
+	}
+	// The binary's options build an agent with them.
+	if _, err := delivery.New(nullEnqueuer{}, deliveryOptions(s, slog.New(slog.DiscardHandler), nil)...); err != nil {
+		t.Errorf("delivery.New with the parsed settings: %v", err)
 	}
 }
 

@@ -389,6 +389,7 @@ func deliveryOptions(s *settings, log *slog.Logger, reg prometheus.Registerer) [
 	opts = append(opts, delivery.WithTimeouts(delivery.Timeouts{
 		Connect: s.connect, Greeting: s.greeting, Hello: s.hello, StartTLS: s.startTLS, Mail: s.mail,
 		Rcpt: s.rcpt, DataStart: s.dataStart, Command: s.command, Data: s.data, DNS: s.dns,
+		DataRate: s.dataRate,
 	}), delivery.WithShaping(s.shaping), delivery.WithShapeBy(s.shapeBy))
 	if s.dnsCache != nil {
 		opts = append(opts, delivery.WithDNSCache(*s.dnsCache))
@@ -398,6 +399,12 @@ func deliveryOptions(s *settings, log *slog.Logger, reg prometheus.Registerer) [
 	}
 	if s.routes != nil {
 		opts = append(opts, delivery.WithRoutes(s.routes))
+	}
+	if s.limits != nil {
+		opts = append(opts, delivery.WithShapingRules(s.limits...))
+	}
+	if s.replies != nil {
+		opts = append(opts, delivery.WithReplyRules(s.replies...))
 	}
 	return opts
 }
@@ -474,10 +481,10 @@ func smtpOptions(s *settings, q *queue.Queue, log *slog.Logger, reg prometheus.R
 	return opts, users, nil
 }
 
-// reloadRoutes replaces the agent's routes table with the one of the
-// configuration file at every signal on s.reload, until ctx ends. A file
-// with errors is logged and changes nothing. Only the routes and pools are
-// reloaded; other settings need a restart.
+// reloadRoutes replaces the agent's routes table, per-destination limits
+// and reply rules with those of the configuration file at every signal on
+// s.reload, until ctx ends. A file with errors is logged and changes
+// nothing. Only these are reloaded; other settings need a restart.
 func reloadRoutes(ctx context.Context, s *settings, agent *delivery.Agent, log *slog.Logger) {
 	for {
 		select {
@@ -494,7 +501,12 @@ func reloadRoutes(ctx context.Context, s *settings, agent *delivery.Agent, log *
 			log.Error("reload failed, routes unchanged", "err", err)
 			continue
 		}
+		// loadConfig checked the rules; the agent checks them again
+		// against the limits it runs with, which a reload does not change.
+		if err := errors.Join(agent.SetShapingRules(ns.limits...), agent.SetReplyRules(ns.replies...)); err != nil {
+			log.Error("reload: rules not applied", "err", err)
+		}
 		agent.SetRoutes(ns.routes)
-		log.Info("routes reloaded", "file", s.configFile)
+		log.Info("routes and rules reloaded", "file", s.configFile)
 	}
 }

@@ -243,7 +243,7 @@ func (a *Agent) Deliver(ctx context.Context, msg *queue.Message) []queue.Result 
 		}
 		results[i] = queue.Result{Outcome: outcome, Reply: st.reply}
 		a.metrics.attempt(outcome)
-		a.logResult(msg, st, outcome, time.Since(start))
+		a.logResult(ctx, msg, st, outcome, time.Since(start))
 	}
 	return results
 }

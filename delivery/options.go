@@ -74,6 +74,7 @@ type config struct {
 	shapeBy      ShapeKey
 	deadHost     time.Duration
 	logger       *slog.Logger
+	recorder     Recorder
 	registerer   prometheus.Registerer
 }
 
@@ -275,6 +276,11 @@ func WithDeadHostTime(d time.Duration) Option { return func(c *config) { c.deadH
 // "delivery", one per recipient and attempt) and debug records.
 // Default: a logger that discards everything.
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
+
+// WithRecorder hands every delivery log record to r as well as to the
+// logger, for a log an operator can search.
+// Default: nil (the logger only).
+func WithRecorder(r Recorder) Option { return func(c *config) { c.recorder = r } }
 
 // WithRegisterer registers the agent's metrics with r:
 // sluice_delivery_attempts_total{result},

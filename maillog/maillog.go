@@ -1,0 +1,276 @@
+package maillog
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sluicemta/sluice/delivery"
+)
+
+// Log is a delivery log kept in a file, one JSON object per line, rotated
+// by size: path, then path.1 (the previous file) up to path.N. It
+// implements [delivery.Recorder]. A Log is safe for concurrent use.
+type Log struct {
+	path    string
+	maxSize int64
+	keep    int
+	logger  *slog.Logger
+
+	mu     sync.Mutex // guards f, size and closed
+	f      *os.File
+	size   int64
+	closed bool
+}
+
+var _ delivery.Recorder = (*Log)(nil)
+
+// Open opens (creating it if needed) the delivery log at path.
+func Open(path string, opts ...Option) (*Log, error) {
+	cfg := defaultConfig()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	l := &Log{path: path, maxSize: cfg.maxSize, keep: cfg.keep, logger: cfg.logger.With("component", "maillog")}
+	if err := l.openLocked(); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *Log) openLocked() error {
+	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	if err != nil {
+		return fmt.Errorf("maillog: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("maillog: %w", err)
+	}
+	l.f, l.size = f, fi.Size()
+	return nil
+}
+
+// Record appends r as one line. A write error is logged, not returned:
+// the delivery it records has happened either way.
+func (l *Log) Record(_ context.Context, r *delivery.Record) {
+	line, err := json.Marshal(r)
+	if err != nil { // not reached: a Record always marshals
+		l.logger.Error("encode delivery record", "err", err)
+		return
+	}
+	line = append(line, '\n')
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return
+	}
+	if l.size > 0 && l.size+int64(len(line)) > l.maxSize {
+		if err := l.rotateLocked(); err != nil {
+			l.logger.Error("rotate delivery log", "path", l.path, "err", err)
+		}
+	}
+	n, err := l.f.Write(line)
+	l.size += int64(n)
+	if err != nil {
+		l.logger.Error("write delivery log", "path", l.path, "err", err)
+	}
+}
+
+// rotateLocked shifts path.N-1 to path.N, ..., path to path.1 and opens
+// a new path.
+func (l *Log) rotateLocked() error {
+	if err := l.f.Close(); err != nil {
+		return err
+	}
+	for i := l.keep - 1; i >= 1; i-- {
+		if err := os.Rename(l.file(i), l.file(i+1)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	if err := os.Rename(l.path, l.file(1)); err != nil {
+		return err
+	}
+	return l.openLocked()
+}
+
+// file returns the name of the i-th file: path itself for 0.
+func (l *Log) file(i int) string {
+	if i == 0 {
+		return l.path
+	}
+	return fmt.Sprintf("%s.%d", l.path, i)
+}
+
+// Close closes the file; later records are dropped.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil
+	}
+	l.closed = true
+	return l.f.Close()
+}
+
+// Query selects delivery records. Empty fields select everything.
+type Query struct {
+	// Recipient is an address (case-insensitive), or "@domain" for every
+	// recipient at a domain.
+	Recipient string
+	// Sender is an address or "@domain" likewise; "<>" selects
+	// notifications (the null sender).
+	Sender string
+	// QueueID selects the attempts of one message.
+	QueueID string
+	// Result is "delivered", "deferred" or "bounced".
+	Result string
+	// Since and Until bound the record's time: Since <= Time < Until.
+	Since, Until time.Time
+	// Limit is the most records returned, the newest. Default: 100.
+	Limit int
+}
+
+// Search returns the records that match q, newest first. It reads the
+// files from the oldest, so its cost grows with the log's size (at most
+// the rotation size times the files kept).
+func (l *Log) Search(ctx context.Context, q Query) ([]delivery.Record, error) {
+	if q.Limit <= 0 {
+		q.Limit = 100
+	}
+	switch q.Result {
+	case "", "delivered", "deferred", "bounced":
+	default:
+		return nil, fmt.Errorf("maillog: unknown result %q (want delivered, deferred or bounced)", q.Result)
+	}
+	m := newMatcher(q)
+	ring := make([]delivery.Record, 0, q.Limit)
+	next := 0 // where the next match goes once ring is full
+	for i := l.keep; i >= 0; i-- {
+		err := l.scan(ctx, l.file(i), m, func(r delivery.Record) {
+			if len(ring) < q.Limit {
+				ring = append(ring, r)
+				return
+			}
+			ring[next] = r
+			next = (next + 1) % q.Limit
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	// Oldest first in ring from next on; reverse to newest first.
+	out := make([]delivery.Record, 0, len(ring))
+	for i := range ring {
+		out = append(out, ring[(next+len(ring)-1-i)%len(ring)])
+	}
+	return out, nil
+}
+
+// scan calls fn with each record of the file name that m accepts. A
+// missing file has no records; a line that does not decode is skipped
+// (a torn last line after a crash).
+func (l *Log) scan(ctx context.Context, name string, m *matcher, fn func(delivery.Record)) error {
+	f, err := os.Open(name)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("maillog: %w", err)
+	}
+	defer f.Close()
+	br := bufio.NewReaderSize(f, 64<<10)
+	for n := 0; ; n++ {
+		if n%4096 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		line, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			// A line longer than the buffer: not one of ours. Skip it.
+			for errors.Is(err, bufio.ErrBufferFull) {
+				_, err = br.ReadSlice('\n')
+			}
+			continue
+		}
+		if len(line) > 0 && m.maybe(line) {
+			var r delivery.Record
+			if json.Unmarshal(line, &r) == nil && m.match(&r) {
+				fn(r)
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("maillog: read %s: %w", name, err)
+		}
+	}
+}
+
+// matcher applies a Query, with a cheap test on the raw line first.
+type matcher struct {
+	q      Query
+	needle []byte // a string every matching line contains, lower-cased; nil for none
+}
+
+func newMatcher(q Query) *matcher {
+	m := &matcher{q: q}
+	switch {
+	case q.QueueID != "":
+		m.needle = []byte(strings.ToLower(q.QueueID))
+	case q.Recipient != "":
+		m.needle = []byte(strings.ToLower(q.Recipient))
+	case q.Sender != "" && q.Sender != "<>":
+		m.needle = []byte(strings.ToLower(q.Sender))
+	}
+	return m
+}
+
+// maybe reports whether line may match: it contains the needle, ignoring
+// ASCII case.
+func (m *matcher) maybe(line []byte) bool {
+	if m.needle == nil {
+		return true
+	}
+	return bytes.Contains(bytes.ToLower(line), m.needle)
+}
+
+func (m *matcher) match(r *delivery.Record) bool {
+	q := m.q
+	switch {
+	case q.QueueID != "" && r.QueueID != q.QueueID,
+		q.Result != "" && r.Result != q.Result,
+		!q.Since.IsZero() && r.Time.Before(q.Since),
+		!q.Until.IsZero() && !r.Time.Before(q.Until),
+		!addressMatch(q.Recipient, r.To),
+		q.Sender == "<>" && r.From != "",
+		q.Sender != "<>" && !addressMatch(q.Sender, r.From):
+		return false
+	}
+	return true
+}
+
+// addressMatch reports whether addr is pattern (case-insensitive) or, for
+// a pattern "@domain", at that domain. An empty pattern matches all.
+func addressMatch(pattern, addr string) bool {
+	if pattern == "" {
+		return true
+	}
+	if strings.HasPrefix(pattern, "@") {
+		return len(addr) >= len(pattern) && strings.EqualFold(addr[len(addr)-len(pattern):], pattern)
+	}
+	return strings.EqualFold(pattern, addr)
+}

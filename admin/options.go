@@ -1,0 +1,36 @@
+package admin
+
+import "log/slog"
+
+// Option configures an [API].
+type Option func(*config)
+
+type config struct {
+	explainer Explainer
+	log       Searcher
+	token     string
+	logger    *slog.Logger
+}
+
+func defaultConfig() config {
+	return config{logger: slog.New(slog.DiscardHandler)}
+}
+
+// WithExplainer serves /api/v1/explain with e, usually the
+// *delivery.Agent.
+// Default: nil (explain answers 501).
+func WithExplainer(e Explainer) Option { return func(c *config) { c.explainer = e } }
+
+// WithDeliveryLog serves /api/v1/log from s, usually a *maillog.Log.
+// Default: nil (the log search answers 501).
+func WithDeliveryLog(s Searcher) Option { return func(c *config) { c.log = s } }
+
+// WithToken requires "Authorization: Bearer <token>" on every request.
+// Set one whenever the API is reachable from beyond loopback.
+// Default: "" (no authentication).
+func WithToken(token string) Option { return func(c *config) { c.token = token } }
+
+// WithLogger sets the logger for operations (each one is logged) and
+// internal errors.
+// Default: a logger that discards everything.
+func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }

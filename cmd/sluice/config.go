@@ -143,12 +143,14 @@ type deliveryConfig struct {
 }
 
 type httpConfig struct {
-	Listen string `toml:"listen"`
+	Listen    string `toml:"listen"`
+	TokenFile string `toml:"token_file"`
 }
 
 type logConfig struct {
-	Level  string `toml:"level"`
-	Format string `toml:"format"`
+	Level        string  `toml:"level"`
+	Format       string  `toml:"format"`
+	DeliveryFile *string `toml:"delivery_file"`
 }
 
 // settings is the checked configuration, from the file and the flags.
@@ -204,9 +206,11 @@ type settings struct {
 	limits    []delivery.ShapingRule
 	replies   []delivery.ReplyRule
 
-	httpListen string
-	logLevel   slog.Level
-	logFormat  string
+	httpListen   string
+	adminToken   string // bearer token of the admin API; "" for none
+	logLevel     slog.Level
+	logFormat    string
+	deliveryFile *string // the delivery log; nil: in the spool, "": none
 
 	configFile string           // the file read, for reloads; "" if none
 	reload     <-chan os.Signal // SIGHUP: reload the routes and rules; nil in tests of parseConfig
@@ -453,8 +457,14 @@ func (v *validator) settings(fc *fileConfig) *settings {
 		limits:    v.limits(fc.Delivery.Limits),
 		replies:   v.replyRules(fc.Delivery.ReplyRules),
 
-		httpListen: v.hostPort("http.listen", fc.HTTP.Listen, true),
-		logFormat:  v.logFormat("log.format", fc.Log.Format),
+		httpListen:   v.hostPort("http.listen", fc.HTTP.Listen, true),
+		logFormat:    v.logFormat("log.format", fc.Log.Format),
+		deliveryFile: fc.Log.DeliveryFile,
+	}
+	if fc.HTTP.TokenFile != "" {
+		if s.adminToken = v.secret("http.token_file", fc.HTTP.TokenFile); s.adminToken == "" && len(v.errs) == 0 {
+			v.fail("http.token_file", "the first line of %s is empty", fc.HTTP.TokenFile)
+		}
 	}
 	if fc.SMTP.TrustedNetworks != nil {
 		s.trustedNetworks = make([]netip.Prefix, 0, len(fc.SMTP.TrustedNetworks))

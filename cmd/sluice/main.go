@@ -4,15 +4,19 @@
 //	sluice serve [--config FILE] [--listen ADDR] [--spool DIR] [--smarthost HOST:PORT]
 //	             [--http ADDR] [--hostname NAME] [--log-level LEVEL] [--log-format json|text]
 //	sluice send  --server ADDR --from ADDR --to ADDR [--to ADDR ...] [--subject S] [--body FILE|-]
-//	sluice queue list|show|stats|hold|release|delete|requeue|bounce|flush [--spool DIR] [...]
+//	sluice queue list|show|stats|hold|release|delete|requeue|bounce|flush [--api ADDR | --spool DIR] [...]
+//	sluice explain [--api ADDR] ID | --rcpt ADDR [--sender ADDR]
+//	sluice log [--api ADDR] [--rcpt ADDR] [--sender ADDR] [--id ID] [--result R] [--since T] [--until T]
 //	sluice version
 //	sluice help [COMMAND]
 //
 // serve accepts mail over SMTP, spools it durably and relays it to a
 // smarthost or to the recipients' MX hosts; it serves /livez, /readyz and
-// /metrics over HTTP. send submits one small text message, for trials and
-// scripts. queue inspects and manages the spool while the daemon is
-// stopped. Exit status: 0 on success, 1 on a runtime failure, 2 on a usage
+// /metrics, and its admin API under /api/, over HTTP. send submits one
+// small text message, for trials and scripts. queue inspects and manages
+// the queue of the running daemon through that API (or, with --spool, the
+// spool of a stopped one); explain tells what delivery would do with a
+// message or an address; log searches the delivery log. Exit status: 0 on success, 1 on a runtime failure, 2 on a usage
 // or configuration error.
 //
 // The binary only wires the packages together: everything it does that a
@@ -55,7 +59,9 @@ func commands() map[string]command {
 	return map[string]command{
 		"serve":   {"run the relay: accept, queue and deliver mail", runServe},
 		"send":    {"submit one text message to an SMTP server", runSend},
-		"queue":   {"inspect and manage the spool (daemon stopped)", runQueue},
+		"queue":   {"inspect and manage the queue", runQueue},
+		"explain": {"tell what delivery would do with a queued message or an address", runExplain},
+		"log":     {"search the delivery log", runLog},
 		"version": {"print the version", runVersion},
 	}
 }
@@ -158,5 +164,23 @@ func parseFlags(fs *flag.FlagSet, args []string) (code int, ok bool) {
 		return exitOK, false
 	default:
 		return exitUsage, false
+	}
+}
+
+// parseArgs parses flags placed anywhere among the positional arguments,
+// which it returns.
+func parseArgs(fs *flag.FlagSet, args []string) (pos []string, code int, ok bool) {
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, exitOK, false
+			}
+			return nil, exitUsage, false
+		}
+		if fs.NArg() == 0 {
+			return pos, 0, true
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
 }

@@ -18,40 +18,47 @@ import (
 type queueFlags struct {
 	config, spool string
 	json          bool
+	apiFlags
 }
 
 func queueFlagSet(name string, out io.Writer) (*flag.FlagSet, *queueFlags) {
 	f := &queueFlags{}
 	fs := flag.NewFlagSet("queue "+name, flag.ContinueOnError)
 	fs.SetOutput(out)
-	fs.StringVar(&f.config, "config", "", "TOML configuration `file` (for its [queue] spool)")
-	fs.StringVar(&f.spool, "spool", "", "spool `directory` (default: the configuration's, else "+defaultSpool+")")
+	fs.StringVar(&f.config, "config", "", "TOML configuration `file` (for its http.listen and http.token_file)")
+	fs.StringVar(&f.spool, "spool", "", "work on the spool `directory` directly instead of the daemon (it must be stopped)")
 	fs.BoolVar(&f.json, "json", false, "print JSON, one object per line")
+	addAPIFlags(fs, &f.apiFlags)
 	return fs, f
+}
+
+func addAPIFlags(fs *flag.FlagSet, f *apiFlags) {
+	fs.StringVar(&f.api, "api", "", "`address` of the daemon's HTTP listener (default: the configuration's http.listen, else "+defaultHTTP+")")
+	fs.StringVar(&f.tokenFile, "token-file", "", "`file` whose first line is the admin API token (default: the configuration's, else $SLUICE_ADMIN_TOKEN)")
 }
 
 // queueCommands are the subcommands of "sluice queue": each takes the
 // queue and the arguments left after the flags.
 var queueCommands = map[string]struct {
 	args, summary string
-	run           func(ctx context.Context, q *queue.Queue, f *queueFlags, args []string, out io.Writer) error
+	run           func(ctx context.Context, q queueOps, f *queueFlags, args []string, out io.Writer) error
 }{
 	"list":    {"[filters]", "list queued messages, oldest first", nil}, // run set in runQueueList
 	"show":    {"ID", "show one message: envelope, recipients, attempts, last replies", queueShow},
 	"stats":   {"", "count messages by state and by recipient domain", queueStats},
-	"hold":    {"ID...", "stop trying messages until released", eachID((*queue.Queue).Hold, "held")},
-	"release": {"ID...", "make held messages due now", eachID((*queue.Queue).Release, "released")},
-	"delete":  {"ID...", "remove messages without notifying anyone", eachID((*queue.Queue).Delete, "deleted")},
-	"requeue": {"ID...", "make messages due now; the route is looked up again", eachID((*queue.Queue).Requeue, "requeued")},
-	"bounce":  {"ID...", "return messages to their senders at the next start", eachID((*queue.Queue).Bounce, "bounced")},
+	"hold":    {"ID...", "stop trying messages until released", eachID(queueOps.Hold, "held")},
+	"release": {"ID...", "make held messages due now", eachID(queueOps.Release, "released")},
+	"delete":  {"ID...", "remove messages without notifying anyone", eachID(queueOps.Delete, "deleted")},
+	"requeue": {"ID...", "make messages due now; the route is looked up again", eachID(queueOps.Requeue, "requeued")},
+	"bounce":  {"ID...", "return messages to their senders (at their next attempt)", eachID(queueOps.Bounce, "bounced")},
 	"flush":   {"", "make every deferred message due now (spread over the restart window)", queueFlush},
 }
 
 func queueUsage(w io.Writer) {
 	fmt.Fprint(w, `usage: sluice queue <command> [flags] [args]
 
-Inspect and manage the spool directly. The spool is locked by a running
-sluice serve: stop the daemon first.
+Inspect and manage the queue of a running sluice serve through its admin
+API, or, with --spool, the spool of a stopped one directly.
 
 commands:
 `)
@@ -60,7 +67,7 @@ commands:
 		fmt.Fprintf(w, "  %-8s %-9s %s\n", name, c.args, c.summary)
 	}
 	fmt.Fprint(w, `
-flags (every command): --spool DIR, --config FILE, --json
+flags (every command): --api ADDR, --token-file FILE, --config FILE, --spool DIR, --json
 list filters: --domain D, --sender ADDR ("<>" for bounces), --state pending|deferred|held,
               --older-than DUR, --newer-than DUR, --limit N, --after ID (the previous page's last id)
 `)
@@ -94,35 +101,37 @@ func runQueue(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		fs.DurationVar(&newer, "newer-than", 0, "only messages received less than `duration` ago")
 		fs.IntVar(&lo.Limit, "limit", 100, "at most `n` messages")
 		fs.StringVar(&lo.After, "after", "", "continue after the message `id`")
-		c.run = func(ctx context.Context, q *queue.Queue, f *queueFlags, _ []string, out io.Writer) error {
+		c.run = func(ctx context.Context, q queueOps, f *queueFlags, _ []string, out io.Writer) error {
 			lo.State, lo.OlderThan, lo.NewerThan = queue.State(state), older, newer
 			return queueList(ctx, q, f, lo, out)
 		}
 	}
-	if err := fs.Parse(rest); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+	ids, code, ok := parseArgs(fs, rest)
+	if !ok {
+		return code
 	}
-	ids := fs.Args()
 	if wantIDs := strings.HasPrefix(c.args, "ID"); wantIDs != (len(ids) > 0) || (c.args == "ID" && len(ids) != 1) {
 		fmt.Fprintf(stderr, "usage: sluice queue %s [flags] %s\n", name, c.args)
 		return exitUsage
 	}
-	spool, err := queueSpool(f)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return exitUsage
-	}
-	q, err := queue.New(spool)
-	if err != nil {
-		fmt.Fprintf(stderr, "sluice queue: %v\n", err)
-		return exitFailure
-	}
-	err = c.run(ctx, q, f, ids, stdout)
-	if cerr := q.Close(); err == nil {
-		err = cerr
+	var err error
+	if f.spool != "" {
+		var q *queue.Queue
+		if q, err = queue.New(f.spool); err != nil {
+			fmt.Fprintf(stderr, "sluice queue: %v\n", err)
+			return exitFailure
+		}
+		err = c.run(ctx, spoolOps{q}, f, ids, stdout)
+		if cerr := q.Close(); err == nil {
+			err = cerr
+		}
+	} else {
+		client, cerr := newAPIClient(&f.apiFlags, f.config)
+		if cerr != nil {
+			fmt.Fprintln(stderr, cerr)
+			return exitUsage
+		}
+		err = c.run(ctx, client, f, ids, stdout)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "sluice queue %s: %v\n", name, err)
@@ -131,25 +140,7 @@ func runQueue(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	return exitOK
 }
 
-// queueSpool returns the spool directory: the flag's, else the
-// configuration file's, else the default.
-func queueSpool(f *queueFlags) (string, error) {
-	if f.spool != "" {
-		return f.spool, nil
-	}
-	if f.config != "" {
-		s, err := loadConfig(f.config)
-		if err != nil {
-			return "", err
-		}
-		if s.spool != "" {
-			return s.spool, nil
-		}
-	}
-	return defaultSpool, nil
-}
-
-func queueList(ctx context.Context, q *queue.Queue, f *queueFlags, o queue.ListOptions, out io.Writer) error {
+func queueList(ctx context.Context, q queueOps, f *queueFlags, o queue.ListOptions, out io.Writer) error {
 	page, err := q.List(ctx, o)
 	if err != nil {
 		return err
@@ -191,7 +182,7 @@ func clip(s string, n int) string {
 	return s[:n-3] + "..."
 }
 
-func queueShow(ctx context.Context, q *queue.Queue, f *queueFlags, args []string, out io.Writer) error {
+func queueShow(ctx context.Context, q queueOps, f *queueFlags, args []string, out io.Writer) error {
 	info, err := q.Show(ctx, args[0])
 	if err != nil {
 		return err
@@ -222,8 +213,11 @@ func queueShow(ctx context.Context, q *queue.Queue, f *queueFlags, args []string
 	return tw.Flush()
 }
 
-func queueStats(_ context.Context, q *queue.Queue, f *queueFlags, _ []string, out io.Writer) error {
-	st := q.Stats()
+func queueStats(ctx context.Context, q queueOps, f *queueFlags, _ []string, out io.Writer) error {
+	st, err := q.Stats(ctx)
+	if err != nil {
+		return err
+	}
 	if f.json {
 		return json.NewEncoder(out).Encode(st)
 	}
@@ -239,15 +233,15 @@ func queueStats(_ context.Context, q *queue.Queue, f *queueFlags, _ []string, ou
 	return tw.Flush()
 }
 
-func queueFlush(ctx context.Context, q *queue.Queue, _ *queueFlags, _ []string, out io.Writer) error {
+func queueFlush(ctx context.Context, q queueOps, _ *queueFlags, _ []string, out io.Writer) error {
 	n, err := q.Flush(ctx)
 	fmt.Fprintf(out, "%d deferred messages made due\n", n)
 	return err
 }
 
 // eachID makes a subcommand that applies op to every id argument.
-func eachID(op func(*queue.Queue, context.Context, string) error, done string) func(context.Context, *queue.Queue, *queueFlags, []string, io.Writer) error {
-	return func(ctx context.Context, q *queue.Queue, _ *queueFlags, ids []string, out io.Writer) error {
+func eachID(op func(queueOps, context.Context, string) error, done string) func(context.Context, queueOps, *queueFlags, []string, io.Writer) error {
+	return func(ctx context.Context, q queueOps, _ *queueFlags, ids []string, out io.Writer) error {
 		var errs []error
 		for _, id := range ids {
 			if err := op(q, ctx, id); err != nil {

@@ -9,8 +9,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -18,8 +20,10 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/sluicemta/sluice"
+	"github.com/sluicemta/sluice/admin"
 	"github.com/sluicemta/sluice/delivery"
 	"github.com/sluicemta/sluice/health"
+	"github.com/sluicemta/sluice/maillog"
 	"github.com/sluicemta/sluice/queue"
 	"github.com/sluicemta/sluice/smtp"
 )
@@ -110,7 +114,24 @@ func serveSettings(fs *flag.FlagSet, f *serveFlags) (*settings, error) {
 	setDefault(&s.smtpListen, defaultListen)
 	setDefault(&s.spool, defaultSpool)
 	setDefault(&s.httpListen, defaultHTTP)
+	if s.adminToken == "" && !loopbackAddress(s.httpListen) {
+		return nil, fmt.Errorf("sluice serve: the HTTP listener %s is not on loopback, and its admin API changes the queue: set http.token_file", s.httpListen)
+	}
 	return s, nil
+}
+
+// loopbackAddress reports whether host:port names a loopback address
+// ("localhost" included); "" and wildcard hosts are not.
+func loopbackAddress(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 func setDefault(p *string, def string) {
@@ -174,11 +195,28 @@ func serve(ctx context.Context, s *settings, log *slog.Logger) error {
 		return err
 	}
 	defer q.Close()
-	agent, err := delivery.New(q, deliveryOptions(s, log, reg)...)
+	dopts := deliveryOptions(s, log, reg)
+	var mlog *maillog.Log
+	if path := deliveryLogPath(s); path != "" {
+		if mlog, err = maillog.Open(path, maillog.WithLogger(log)); err != nil {
+			return err
+		}
+		defer mlog.Close()
+		dopts = append(dopts, delivery.WithRecorder(mlog))
+	}
+	agent, err := delivery.New(q, dopts...)
 	if err != nil {
 		return err
 	}
 	defer agent.Close()
+	aopts := []admin.Option{admin.WithExplainer(agent), admin.WithToken(s.adminToken), admin.WithLogger(log)}
+	if mlog != nil {
+		aopts = append(aopts, admin.WithDeliveryLog(mlog))
+	}
+	api, err := admin.New(q, aopts...)
+	if err != nil {
+		return err
+	}
 	reloadDone := make(chan struct{})
 	defer func() { <-reloadDone }()
 	reloadCtx, stopReload := context.WithCancel(ctx)
@@ -211,8 +249,11 @@ func serve(ctx context.Context, s *settings, log *slog.Logger) error {
 	sl := listeners[0]
 	h.AddReadiness("queue", health.CheckerFunc(q.Check))
 	h.AddReadiness("smtp", health.SMTPProbe(sl.Addr().String(), probeTimeout))
+	mux := http.NewServeMux()
+	mux.Handle("/api/", api.Handler())
+	mux.Handle("/", h.Handler())
 	hs := &http.Server{
-		Handler:           h.Handler(),
+		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
@@ -267,6 +308,15 @@ func serve(ctx context.Context, s *settings, log *slog.Logger) error {
 	<-httpDone
 	<-queueDone
 	return runErr
+}
+
+// deliveryLogPath is where the delivery log is kept: the configured file,
+// by default delivery.log in the spool directory, or "" for none.
+func deliveryLogPath(s *settings) string {
+	if s.deliveryFile != nil {
+		return *s.deliveryFile
+	}
+	return filepath.Join(s.spool, "delivery.log")
 }
 
 // listen opens the main SMTP listener and the extra ones, in the order of

@@ -42,7 +42,7 @@ func Example() {
 	h.SetDraining(true) // on SIGTERM, before the listeners close
 	show()
 	// Output:
-	// 200 ok
-	// 503 {"status":"not ready","checks":{"queue":"spool not writable"}}
-	// 503 {"status":"draining"}
+	// 200 {"status":"ready","accepting":true,"delivering":true}
+	// 503 {"status":"not ready","accepting":false,"delivering":true,"failing":{"queue":"spool not writable"}}
+	// 503 {"status":"draining","accepting":false,"delivering":false}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -57,50 +58,47 @@ func (f *flag) Check(context.Context) error {
 	return f.err
 }
 
-func TestReadyzFollowsChecks(t *testing.T) {
+func TestReadyzIsGraded(t *testing.T) {
 	h, srv := newHealth(t)
-	queue := &flag{}
+	queue, dns, filter := &flag{}, &flag{}, &flag{}
 	h.AddReadiness("queue", queue)
-	h.AddReadiness("other", CheckerFunc(func(context.Context) error { return nil }))
+	h.AddCheck("dns", Delivering, dns)
+	h.AddCheck("spamd", Optional, filter)
 
+	down := errors.New("down")
 	steps := []struct {
-		name     string
-		err      error
-		draining bool
-		code     int
-		status   string
-		checks   map[string]string
+		name               string
+		queue, dns, filter error
+		draining           bool
+		code               int
+		want               Readiness
 	}{
-		{"healthy", nil, false, 200, "", nil},
-		{"queue fails", errors.New("spool not writable"), false, 503, "not ready", map[string]string{"queue": "spool not writable"}},
-		{"queue recovers", nil, false, 200, "", nil},
-		{"draining", nil, true, 503, "draining", nil},
-		{"draining ends", nil, false, 200, "", nil},
+		{"healthy", nil, nil, nil, false, 200, Readiness{Status: "ready", Accepting: true, Delivering: true}},
+		{"a filter replica down", nil, nil, down, false, 200,
+			Readiness{Status: "degraded", Accepting: true, Delivering: true, Failing: map[string]string{"spamd": "down"}}},
+		{"the resolver down too", nil, down, down, false, 200,
+			Readiness{Status: "degraded", Accepting: true, Delivering: false, Failing: map[string]string{"spamd": "down", "dns": "down"}}},
+		{"the spool not writable", errors.New("spool not writable"), nil, nil, false, 503,
+			Readiness{Status: "not ready", Accepting: false, Delivering: true, Failing: map[string]string{"queue": "spool not writable"}}},
+		{"recovered", nil, nil, nil, false, 200, Readiness{Status: "ready", Accepting: true, Delivering: true}},
+		{"draining", nil, nil, nil, true, 503, Readiness{Status: "draining"}},
+		{"draining ends", nil, nil, nil, false, 200, Readiness{Status: "ready", Accepting: true, Delivering: true}},
 	}
 	for _, s := range steps {
-		queue.set(s.err)
+		queue.set(s.queue)
+		dns.set(s.dns)
+		filter.set(s.filter)
 		h.SetDraining(s.draining)
 		code, body := get(t, srv.URL+"/readyz")
 		if code != s.code {
 			t.Fatalf("%s: /readyz = %d %q, want %d", s.name, code, body, s.code)
 		}
-		if s.code == 200 {
-			if body != "ok\n" {
-				t.Errorf("%s: body %q, want \"ok\\n\"", s.name, body)
-			}
-			continue
-		}
-		var got status
+		var got Readiness
 		if err := json.Unmarshal([]byte(body), &got); err != nil {
 			t.Fatalf("%s: body %q: %v", s.name, body, err)
 		}
-		if got.Status != s.status || len(got.Checks) != len(s.checks) {
-			t.Errorf("%s: got %+v, want status %q checks %v", s.name, got, s.status, s.checks)
-		}
-		for k, v := range s.checks {
-			if got.Checks[k] != v {
-				t.Errorf("%s: check %q = %q, want %q", s.name, k, got.Checks[k], v)
-			}
+		if !reflect.DeepEqual(got, s.want) {
+			t.Errorf("%s: got %+v, want %+v", s.name, got, s.want)
 		}
 	}
 }

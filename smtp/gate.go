@@ -161,3 +161,14 @@ func (g *gate) sampleLocked(ctx context.Context) {
 		}
 	}
 }
+
+// Check reports whether the server admits new work: it fails, naming the
+// gauge, while the health gate ([WithGate]) is closed. It is meant for a
+// readiness check, so that load balancers stop sending sessions that the
+// server would refuse with 421 anyway.
+func (s *Server) Check(ctx context.Context) error {
+	if ok, why := s.gate.open(ctx); !ok {
+		return errors.New("health gate closed: " + why)
+	}
+	return nil
+}

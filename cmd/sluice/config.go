@@ -145,6 +145,7 @@ type deliveryConfig struct {
 type httpConfig struct {
 	Listen    string `toml:"listen"`
 	TokenFile string `toml:"token_file"`
+	LameDuck  string `toml:"lame_duck"`
 }
 
 type logConfig struct {
@@ -207,7 +208,8 @@ type settings struct {
 	replies   []delivery.ReplyRule
 
 	httpListen   string
-	adminToken   string // bearer token of the admin API; "" for none
+	adminToken   string        // bearer token of the admin API; "" for none
+	lameDuck     time.Duration // not ready but serving, before the listeners close
 	logLevel     slog.Level
 	logFormat    string
 	deliveryFile *string // the delivery log; nil: in the spool, "": none
@@ -460,6 +462,7 @@ func (v *validator) settings(fc *fileConfig) *settings {
 		httpListen:   v.hostPort("http.listen", fc.HTTP.Listen, true),
 		logFormat:    v.logFormat("log.format", fc.Log.Format),
 		deliveryFile: fc.Log.DeliveryFile,
+		lameDuck:     v.duration("http.lame_duck", fc.HTTP.LameDuck),
 	}
 	if fc.HTTP.TokenFile != "" {
 		if s.adminToken = v.secret("http.token_file", fc.HTTP.TokenFile); s.adminToken == "" && len(v.errs) == 0 {

@@ -249,6 +249,7 @@ func serve(ctx context.Context, s *settings, log *slog.Logger) error {
 	sl := listeners[0]
 	h.AddReadiness("queue", health.CheckerFunc(q.Check))
 	h.AddReadiness("smtp", health.SMTPProbe(sl.Addr().String(), probeTimeout))
+	h.AddReadiness("admission", health.CheckerFunc(srv.Check))
 	mux := http.NewServeMux()
 	mux.Handle("/api/", api.Handler())
 	mux.Handle("/", h.Handler())
@@ -299,7 +300,7 @@ func serve(ctx context.Context, s *settings, log *slog.Logger) error {
 	}
 	stopHUP()
 	<-hupDone
-	if err := drain(h, srv, q, hs, log); err != nil && runErr == nil {
+	if err := drain(h, srv, q, hs, s.lameDuck, log); err != nil && runErr == nil {
 		runErr = err
 	}
 	for range listeners {
@@ -369,8 +370,14 @@ func reloadOnHUP(ctx context.Context, srv *smtp.Server, users *smtp.PasswordFile
 // drain shuts the parts down in order, all within drainTimeout: stop
 // being ready, stop taking mail, let deliveries in flight finish, stop
 // answering HTTP.
-func drain(h *health.Health, srv *smtp.Server, q *queue.Queue, hs *http.Server, log *slog.Logger) error {
+func drain(h *health.Health, srv *smtp.Server, q *queue.Queue, hs *http.Server, lameDuck time.Duration, log *slog.Logger) error {
 	h.SetDraining(true)
+	if lameDuck > 0 {
+		// Not ready, still serving: load balancers see 503 and move new
+		// sessions elsewhere before the listeners close.
+		log.Info("lame duck: not ready, still serving", "for", lameDuck.String())
+		time.Sleep(lameDuck)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	defer cancel()
 	var errs []error

@@ -4,12 +4,19 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sluicemta/sluice/health"
 )
 
 // syncBuffer is a bytes.Buffer safe for the server's log writes and the
@@ -128,4 +135,125 @@ func TestServeConfigErrorExit2(t *testing.T) {
 	if code != exitUsage || stderr.String() != want {
 		t.Errorf("exit %d, stderr %q; want %d and %q", code, stderr.String(), exitUsage, want)
 	}
+}
+
+// TestReadyzFlips: /readyz answers 503 while the spool cannot be written
+// (a full file system) and while the queue is over the health gate's
+// watermark, and 200 again when each recovers. The spool is on a small
+// tmpfs the test mounts, so it can be filled.
+func TestReadyzFlips(t *testing.T) {
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs (needs root): %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
+	spool := filepath.Join(mnt, "spool")
+
+	down := refuseAll(t) // the next hop answers 421: mail stays queued
+	conf := filepath.Join(t.TempDir(), "sluice.toml")
+	if err := os.WriteFile(conf, []byte("[smtp.gate]\nqueue_depth_high = 2.0\nqueue_depth_low = 1.0\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	var log syncBuffer
+	exited := make(chan int, 1)
+	go func() {
+		exited <- run(ctx, []string{"serve", "--config", conf, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
+			"--spool", spool, "--smarthost", down, "--hostname", "sluice.test"}, nil, io.Discard, &log)
+	}()
+	t.Cleanup(func() { stop(); <-exited })
+	smtpAddr, httpAddr := listening(t, &log, exited)
+
+	client := &http.Client{Timeout: 10 * time.Second}
+	readyz := func() (int, health.Readiness) {
+		t.Helper()
+		resp, err := client.Get("http://" + httpAddr + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var rd health.Readiness
+		if err := json.NewDecoder(resp.Body).Decode(&rd); err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, rd
+	}
+	waitFor := func(what string, code int, failing string) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			got, rd := readyz()
+			_, has := rd.Failing[failing]
+			if got == code && (failing == "" && len(rd.Failing) == 0 || failing != "" && has) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: /readyz = %d %+v, want %d failing %q", what, got, rd, code, failing)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitFor("at start", 200, "")
+
+	// Fill the file system: the spool cannot take a byte.
+	filler := filepath.Join(mnt, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1<<20)
+	for range 64 {
+		if _, err := f.Write(buf); err != nil {
+			break
+		}
+	}
+	f.Close()
+	waitFor("spool full", 503, "queue")
+	os.Remove(filler)
+	waitFor("space freed", 200, "")
+
+	// Two queued messages reach the gate's high watermark.
+	for i := range 2 {
+		code, stdout, stderr := runCmd(t, "hi\n", "send", "--server", smtpAddr, "--from", "a@example.org",
+			"--to", "b@example.net", "--subject", fmt.Sprint("m", i), "--body", "-")
+		if code != exitOK {
+			t.Fatalf("send %d: exit %d %q %q", i, code, stdout, stderr)
+		}
+	}
+	waitFor("queue over its watermark", 503, "admission")
+	code, stdout, stderr := runCmd(t, "", "queue", "list", "--api", httpAddr, "--json")
+	if code != exitOK {
+		t.Fatalf("queue list: %d %s", code, stderr)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(stdout), "\n") {
+		var m struct{ ID string }
+		if json.Unmarshal([]byte(line), &m) == nil && m.ID != "" {
+			if code, _, stderr := runCmd(t, "", "queue", "delete", "--api", httpAddr, m.ID); code != exitOK {
+				t.Fatalf("queue delete %s: %s", m.ID, stderr)
+			}
+		}
+	}
+	waitFor("queue drained below the low watermark", 200, "")
+}
+
+// refuseAll is a next hop that answers 421 to every connection.
+func refuseAll(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("421 4.3.2 down for the test\r\n"))
+			c.Close()
+		}
+	})
+	t.Cleanup(func() { l.Close(); wg.Wait() })
+	return l.Addr().String()
 }

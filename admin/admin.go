@@ -67,6 +67,7 @@ func (a *API) routes() {
 	a.mux.HandleFunc("GET /api/v1/explain", a.explainRcpt)
 	a.mux.HandleFunc("GET /api/v1/explain/{id}", a.explainID)
 	a.mux.HandleFunc("GET /api/v1/log", a.searchLog)
+	a.mux.HandleFunc("GET /api/v1/status", a.status)
 }
 
 // Handler returns the API's handler. Every request needs the bearer token

@@ -240,3 +240,33 @@ func TestToken(t *testing.T) {
 		}
 	}
 }
+
+func TestStatus(t *testing.T) {
+	rates := admin.NewRates(nil)
+	d := newDaemon(t, admin.WithRates(rates), admin.WithComponents(func(context.Context) []admin.Component {
+		return []admin.Component{{Kind: "breaker", Name: "spamd", State: "open", Detail: "5 timeouts in 1m"}}
+	}))
+	id := d.enqueue(t, "a@shop.test", "x@later.test")
+	d.waitDeferred(t, id)
+	rates.Record(context.Background(), &delivery.Record{Result: "bounced"})
+	var st admin.Status
+	if code := d.call(t, "GET", "/api/v1/status", "", &st); code != 200 {
+		t.Fatalf("status: %d", code)
+	}
+	if st.Queue.Deferred != 1 || len(st.Queue.Domains) != 1 || st.Queue.Domains[0].Domain != "later.test" {
+		t.Errorf("queue: %+v", st.Queue)
+	}
+	if len(st.Rates) != 60 || st.Rates[59].Bounced != 1 {
+		t.Errorf("rates: %d minutes, this one %+v; want 60 with 1 bounce now", len(st.Rates), st.Rates[len(st.Rates)-1])
+	}
+	if len(st.Components) != 1 || st.Components[0].State != "open" {
+		t.Errorf("components: %+v", st.Components)
+	}
+	page := httptest.NewRecorder()
+	api, _ := admin.New(d.q)
+	api.StatusPage().ServeHTTP(page, httptest.NewRequest("GET", "/status", nil))
+	body := page.Body.String()
+	if page.Code != 200 || !strings.Contains(body, `<svg id="rate-chart"`) || strings.Contains(body, `src="http`) || strings.Contains(body, `href="http`) {
+		t.Errorf("status page: %d, %d bytes, want the page with no external assets", page.Code, len(body))
+	}
+}

@@ -6,10 +6,12 @@ import "log/slog"
 type Option func(*config)
 
 type config struct {
-	explainer Explainer
-	log       Searcher
-	token     string
-	logger    *slog.Logger
+	explainer  Explainer
+	log        Searcher
+	rates      *Rates
+	components []ComponentsFunc
+	token      string
+	logger     *slog.Logger
 }
 
 func defaultConfig() config {
@@ -34,3 +36,14 @@ func WithToken(token string) Option { return func(c *config) { c.token = token }
 // internal errors.
 // Default: a logger that discards everything.
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
+
+// WithRates serves the per-minute delivery counts of r on the status page.
+// Default: nil (no charts data).
+func WithRates(r *Rates) Option { return func(c *config) { c.rates = r } }
+
+// WithComponents adds a source of component states (readiness checks,
+// circuit breakers, pool replicas) to the status page.
+// Default: none.
+func WithComponents(f ComponentsFunc) Option {
+	return func(c *config) { c.components = append(c.components, f) }
+}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -195,21 +196,23 @@ func serve(ctx context.Context, s *settings, log *slog.Logger) error {
 		return err
 	}
 	defer q.Close()
-	dopts := deliveryOptions(s, log, reg)
+	rates := admin.NewRates(nil)
+	recorders := admin.Tee{rates}
 	var mlog *maillog.Log
 	if path := deliveryLogPath(s); path != "" {
 		if mlog, err = maillog.Open(path, maillog.WithLogger(log)); err != nil {
 			return err
 		}
 		defer mlog.Close()
-		dopts = append(dopts, delivery.WithRecorder(mlog))
+		recorders = append(recorders, mlog)
 	}
-	agent, err := delivery.New(q, dopts...)
+	agent, err := delivery.New(q, append(deliveryOptions(s, log, reg), delivery.WithRecorder(recorders))...)
 	if err != nil {
 		return err
 	}
 	defer agent.Close()
-	aopts := []admin.Option{admin.WithExplainer(agent), admin.WithToken(s.adminToken), admin.WithLogger(log)}
+	aopts := []admin.Option{admin.WithExplainer(agent), admin.WithToken(s.adminToken), admin.WithLogger(log),
+		admin.WithRates(rates), admin.WithComponents(readinessComponents(h))}
 	if mlog != nil {
 		aopts = append(aopts, admin.WithDeliveryLog(mlog))
 	}
@@ -252,6 +255,7 @@ func serve(ctx context.Context, s *settings, log *slog.Logger) error {
 	h.AddReadiness("admission", health.CheckerFunc(srv.Check))
 	mux := http.NewServeMux()
 	mux.Handle("/api/", api.Handler())
+	mux.Handle("/status", api.StatusPage())
 	mux.Handle("/", h.Handler())
 	hs := &http.Server{
 		Handler:           mux,
@@ -309,6 +313,24 @@ func serve(ctx context.Context, s *settings, log *slog.Logger) error {
 	<-httpDone
 	<-queueDone
 	return runErr
+}
+
+// readinessComponents shows the graded readiness and its failing checks
+// on the status page.
+func readinessComponents(h *health.Health) admin.ComponentsFunc {
+	return func(ctx context.Context) []admin.Component {
+		rd := h.Ready(ctx)
+		cs := []admin.Component{{Kind: "readiness", Name: "sluice", State: rd.Status}}
+		names := make([]string, 0, len(rd.Failing))
+		for n := range rd.Failing {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		for _, n := range names {
+			cs = append(cs, admin.Component{Kind: "check", Name: n, State: "failing", Detail: rd.Failing[n]})
+		}
+		return cs
+	}
 }
 
 // deliveryLogPath is where the delivery log is kept: the configured file,

@@ -70,6 +70,9 @@ commands:
 flags (every command): --api ADDR, --token-file FILE, --config FILE, --spool DIR, --json
 list filters: --domain D, --sender ADDR ("<>" for bounces), --state pending|deferred|held,
               --older-than DUR, --newer-than DUR, --limit N, --after ID (the previous page's last id)
+hold, release, delete, requeue and bounce take IDs, or instead the list filters
+(--all for every message) to act on every message that matches, with progress
+on standard error; e.g. sluice queue requeue --domain example.com --state deferred
 `)
 }
 
@@ -93,12 +96,16 @@ func runQueue(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	var lo queue.ListOptions
 	var older, newer time.Duration
 	var state string
-	if name == "list" {
+	var all bool
+	bulk := bulkOps[name]
+	if name == "list" || bulk != nil {
 		fs.StringVar(&lo.Domain, "domain", "", "only messages with a recipient at `domain`")
 		fs.StringVar(&lo.Sender, "sender", "", "only messages from `address`")
 		fs.StringVar(&state, "state", "", "only messages in `state`: pending, deferred, held or in-flight")
 		fs.DurationVar(&older, "older-than", 0, "only messages received at least `duration` ago")
 		fs.DurationVar(&newer, "newer-than", 0, "only messages received less than `duration` ago")
+	}
+	if name == "list" {
 		fs.IntVar(&lo.Limit, "limit", 100, "at most `n` messages")
 		fs.StringVar(&lo.After, "after", "", "continue after the message `id`")
 		c.run = func(ctx context.Context, q queueOps, f *queueFlags, _ []string, out io.Writer) error {
@@ -106,11 +113,24 @@ func runQueue(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 			return queueList(ctx, q, f, lo, out)
 		}
 	}
+	if bulk != nil {
+		fs.BoolVar(&all, "all", false, "act on every queued message (or every one the filters select)")
+	}
 	ids, code, ok := parseArgs(fs, rest)
 	if !ok {
 		return code
 	}
-	if wantIDs := strings.HasPrefix(c.args, "ID"); wantIDs != (len(ids) > 0) || (c.args == "ID" && len(ids) != 1) {
+	filtered := all || lo.Domain != "" || lo.Sender != "" || state != "" || older != 0 || newer != 0
+	if bulk != nil && filtered {
+		if len(ids) > 0 {
+			fmt.Fprintf(stderr, "usage: sluice queue %s takes IDs or filters, not both\n", name)
+			return exitUsage
+		}
+		c.run = func(ctx context.Context, q queueOps, f *queueFlags, _ []string, out io.Writer) error {
+			lo.State, lo.OlderThan, lo.NewerThan = queue.State(state), older, newer
+			return queueBulk(ctx, q, lo, bulk, out, stderr)
+		}
+	} else if wantIDs := strings.HasPrefix(c.args, "ID"); wantIDs != (len(ids) > 0) || (c.args == "ID" && len(ids) != 1) {
 		fmt.Fprintf(stderr, "usage: sluice queue %s [flags] %s\n", name, c.args)
 		return exitUsage
 	}
@@ -252,4 +272,53 @@ func eachID(op func(queueOps, context.Context, string) error, done string) func(
 		}
 		return errors.Join(errs...)
 	}
+}
+
+// bulkOp is an operation that "sluice queue" can apply to every message a
+// filter selects.
+type bulkOp struct {
+	op   func(queueOps, context.Context, string) error
+	done string
+}
+
+var bulkOps = map[string]*bulkOp{
+	"hold":    {queueOps.Hold, "held"},
+	"release": {queueOps.Release, "released"},
+	"delete":  {queueOps.Delete, "deleted"},
+	"requeue": {queueOps.Requeue, "requeued"},
+	"bounce":  {queueOps.Bounce, "bounced"},
+}
+
+// queueBulk applies b to every message that o selects, a page at a time,
+// reporting progress on progress. A message that left the queue between
+// the listing and the operation is not an error.
+func queueBulk(ctx context.Context, q queueOps, o queue.ListOptions, b *bulkOp, out, progress io.Writer) error {
+	o.Limit = 1000
+	n, gone := 0, 0
+	for {
+		page, err := q.List(ctx, o)
+		if err != nil {
+			return err
+		}
+		for _, m := range page.Messages {
+			switch err := b.op(q, ctx, m.ID); {
+			case errors.Is(err, queue.ErrNotFound):
+				gone++
+			case err != nil:
+				return fmt.Errorf("after %d messages %s: %s: %w", n, b.done, m.ID, err)
+			default:
+				n++
+			}
+		}
+		if page.Next == "" {
+			break
+		}
+		fmt.Fprintf(progress, "%d messages %s so far...\n", n, b.done)
+		o.After = page.Next
+	}
+	fmt.Fprintf(out, "%d messages %s\n", n, b.done)
+	if gone > 0 {
+		fmt.Fprintf(out, "%d left the queue before their turn\n", gone)
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -85,5 +86,52 @@ func TestQueueCommandUsage(t *testing.T) {
 		if code, _, _ := runCLI(args...); code != exitUsage {
 			t.Errorf("sluice %v: exit %d, want %d", args, code, exitUsage)
 		}
+	}
+}
+
+// Hold, requeue and delete by filter act on every message that matches,
+// over several pages, and report progress.
+func TestQueueBulkOperations(t *testing.T) {
+	dir := t.TempDir()
+	q, err := queue.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 16 writers share fsyncs (group commit): a second, not five.
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Go(func() {
+			for i := w; i < 1300; i += 16 {
+				rcpt := "x@bulk.example"
+				if i%13 == 0 {
+					rcpt = "x@other.example"
+				}
+				env := &sluice.Envelope{From: "s@example.org", Recipients: []sluice.Recipient{{Address: rcpt}}}
+				if _, err := q.Enqueue(context.Background(), env, strings.NewReader("Subject: t\r\n\r\nbody\r\n")); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	q.Close()
+
+	code, out, errOut := runCLI("queue", "hold", "--spool", dir, "--domain", "bulk.example")
+	if code != exitOK || out != "1200 messages held\n" || !strings.Contains(errOut, "1000 messages held so far...") {
+		t.Fatalf("hold --domain: %d %q %q", code, out, errOut)
+	}
+	code, out, _ = runCLI("queue", "stats", "--spool", dir, "--json")
+	if code != exitOK || !strings.Contains(out, `"Pending":100,`) || !strings.Contains(out, `"Held":1200,`) {
+		t.Errorf("stats after hold: %s", out)
+	}
+	if code, out, errOut = runCLI("queue", "delete", "--spool", dir, "--state", "pending"); code != exitOK || out != "100 messages deleted\n" {
+		t.Errorf("delete --state pending: %d %q %q", code, out, errOut)
+	}
+	if code, out, errOut = runCLI("queue", "release", "--spool", dir, "--all"); code != exitOK || out != "1200 messages released\n" {
+		t.Errorf("release --all: %d %q %q", code, out, errOut)
+	}
+	if code, _, errOut = runCLI("queue", "hold", "--spool", dir, "--all", "06H0BU7564U5DJ4D7S3G"); code != exitUsage {
+		t.Errorf("hold with IDs and filters: %d %q, want a usage error", code, errOut)
 	}
 }

@@ -33,8 +33,9 @@ var ErrBadCredentials = errors.New("smtp: bad credentials")
 type PasswordFile struct {
 	path string
 
-	mu    sync.RWMutex // guards users
+	mu    sync.RWMutex // guards users and dummy
 	users map[string][]byte
+	dummy []byte // a hash of the file's highest cost, compared against for unknown users
 }
 
 var _ Authenticator = (*PasswordFile)(nil)
@@ -59,8 +60,19 @@ func (p *PasswordFile) Reload() error {
 	if err != nil {
 		return err
 	}
+	// An unknown username must cost as much time as a wrong password, so
+	// the dummy hash has the cost of the file's own hashes.
+	cost := bcrypt.MinCost
+	for _, h := range users {
+		c, _ := bcrypt.Cost(h) // checked by parsePasswords
+		cost = max(cost, c)
+	}
+	dummy, err := bcrypt.GenerateFromPassword([]byte("sluice"), cost)
+	if err != nil {
+		return fmt.Errorf("smtp: password file: %w", err)
+	}
 	p.mu.Lock()
-	p.users = users
+	p.users, p.dummy = users, dummy
 	p.mu.Unlock()
 	return nil
 }
@@ -91,20 +103,14 @@ func parsePasswords(name string, data []byte) (map[string][]byte, error) {
 	return users, nil
 }
 
-// dummyHash is compared against when the user is unknown, so that a
-// wrong username costs as much time as a wrong password.
-var dummyHash = sync.OnceValue(func() []byte {
-	h, _ := bcrypt.GenerateFromPassword([]byte("sluice"), bcrypt.DefaultCost)
-	return h
-})
-
 // Authenticate checks password against the user's bcrypt hash.
 func (p *PasswordFile) Authenticate(ctx context.Context, username, password string) error {
 	p.mu.RLock()
 	hash, ok := p.users[username]
+	dummy := p.dummy
 	p.mu.RUnlock()
 	if !ok {
-		bcrypt.CompareHashAndPassword(dummyHash(), []byte(password))
+		bcrypt.CompareHashAndPassword(dummy, []byte(password))
 		return ErrBadCredentials
 	}
 	if bcrypt.CompareHashAndPassword(hash, []byte(password)) != nil {

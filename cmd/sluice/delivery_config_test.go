@@ -212,7 +212,14 @@ func TestReloadRoutes(t *testing.T) {
 	write := func(addr string) {
 		t.Helper()
 		doc := "[[delivery.pool]]\nname = \"p\"\nhosts = [\"" + addr + "\"]\n[[delivery.route]]\ndomain = \"*\"\npool = \"p\"\n"
-		if err := os.WriteFile(file, []byte(doc), 0o600); err != nil {
+		// Replaced atomically, as an operator's tools should: a reload
+		// racing with the write reads the old file or the new one, never
+		// a truncated one (which would be a valid, empty configuration).
+		tmp := file + ".tmp"
+		if err := os.WriteFile(tmp, []byte(doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, file); err != nil {
 			t.Fatal(err)
 		}
 	}

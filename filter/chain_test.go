@@ -230,6 +230,9 @@ func TestNewValidates(t *testing.T) {
 		{"bad policy", []filter.Option{filter.WithFilter("a", ok, filter.OnError(9))}, "unknown error policy"},
 		{"nil logger", []filter.Option{filter.WithLogger(nil)}, "nil logger"},
 		{"bad stage", []filter.Option{filter.WithFilter("a", ok, filter.AtStage(9))}, "unknown stage"},
+		{"negative concurrency", []filter.Option{filter.WithFilter("a", ok, filter.Concurrency(-1))}, "concurrency -1"},
+		{"breaker without cooldown", []filter.Option{filter.WithFilter("a", ok, filter.WithBreaker(filter.Breaker{Failures: 1, Window: time.Second}))}, "cooldown 0s must be positive"},
+		{"breaker off", []filter.Option{filter.WithFilter("a", ok, filter.WithBreaker(filter.Breaker{}))}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -260,6 +263,9 @@ func TestStrings(t *testing.T) {
 		{filter.StageMail.String(), "mail"},
 		{filter.StageRcpt.String(), "rcpt"},
 		{filter.StageData.String(), "data"},
+		{filter.StagePostQueue.String(), "postqueue"},
+		{filter.Quarantine.String(), "quarantine"},
+		{filter.PolicyQuarantine.String(), "quarantine"},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {

@@ -106,6 +106,18 @@ type Message struct {
 	Size int64
 }
 
+// Account returns the sending account of env, as the built-in filters
+// that keep per-account state (filter/suppress, filter/limit) see it: the
+// user the SMTP session authenticated as (RFC 4954), lower case, if any;
+// else the lower-cased domain of the envelope sender; "" for the null
+// sender, which belongs to no account.
+func Account(env *sluice.Envelope) string {
+	if env.Client.AuthUser != "" {
+		return strings.ToLower(env.Client.AuthUser)
+	}
+	return strings.ToLower(sluice.Domain(env.From))
+}
+
 // Reader returns a new reader over the whole of m.Body, independent of any
 // other reader (an empty one before StageData).
 func (m *Message) Reader() io.Reader {

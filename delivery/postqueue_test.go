@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +13,8 @@ import (
 	"github.com/sluicemta/sluice"
 	"github.com/sluicemta/sluice/delivery"
 	"github.com/sluicemta/sluice/filter"
+	"github.com/sluicemta/sluice/filter/limit"
+	"github.com/sluicemta/sluice/filter/suppress"
 	"github.com/sluicemta/sluice/queue"
 	"github.com/sluicemta/sluice/smtp/smtptest"
 )
@@ -256,5 +260,61 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting until %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestPostQueueSuppressionAndQuotaDSN: the built-in suppression and
+// limit filters, placed after the queue, bounce a suppressed recipient
+// and a message over the daily quota with notifications to the sender.
+func TestPostQueueSuppressionAndQuotaDSN(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "suppress.txt")
+	if err := os.WriteFile(path, []byte("example.org bounce gone@example.com\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	store, err := suppress.OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sf, err := suppress.New(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lf, err := limit.New(limit.WithDaily(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, err := filter.New(
+		filter.WithFilter("suppress", sf, filter.AtStage(filter.StagePostQueue)),
+		filter.WithFilter("limit", lf, filter.AtStage(filter.StagePostQueue)),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newPostQueueSystem(t, chain)
+	s.enqueue(t, "alice@example.org", "ok@example.com", "gone@example.com")
+	waitSink(t, s.sink, 2) // the delivery to ok@, the DSN for gone@
+	s.enqueue(t, "bob@example.org", "ok@example.com") // the account's second message today
+	msgs := waitSink(t, s.sink, 3)
+	var statuses []string
+	for _, m := range msgs {
+		if m.From != "" {
+			continue
+		}
+		_, parts := parseDSN(t, m.Data)
+		if len(parts) != 3 {
+			t.Fatalf("notification with %d parts", len(parts))
+		}
+		g := statusGroups(t, parts[1].body)[1]
+		statuses = append(statuses, m.To[0]+" "+g.Get("Final-Recipient")+" "+g.Get("Status")+" "+g.Get("Diagnostic-Code"))
+	}
+	want := []string{
+		"alice@example.org rfc822; gone@example.com 5.7.1 smtp; 550 5.7.1 gone@example.com is on the bounce list of this sending account",
+		"bob@example.org rfc822; ok@example.com 5.7.1 smtp; 550 5.7.1 over account limit: daily quota of 1 messages",
+	}
+	if strings.Join(statuses, "\n") != strings.Join(want, "\n") {
+		t.Errorf("notifications:\n%s\nwant:\n%s", strings.Join(statuses, "\n"), strings.Join(want, "\n"))
+	}
+	if recs := s.logs.records(t, "post-queue filter verdict"); len(recs) != 2 {
+		t.Errorf("verdict records %v, want two", recs)
 	}
 }

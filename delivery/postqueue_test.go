@@ -14,6 +14,7 @@ import (
 	"github.com/sluicemta/sluice/delivery"
 	"github.com/sluicemta/sluice/filter"
 	"github.com/sluicemta/sluice/filter/limit"
+	"github.com/sluicemta/sluice/filter/parse"
 	"github.com/sluicemta/sluice/filter/suppress"
 	"github.com/sluicemta/sluice/queue"
 	"github.com/sluicemta/sluice/smtp/smtptest"
@@ -56,11 +57,16 @@ func newPostQueueSystem(t *testing.T, chain *filter.Chain) *postQueueSystem {
 
 func (s *postQueueSystem) enqueue(t *testing.T, from string, to ...string) string {
 	t.Helper()
+	return s.enqueueBody(t, original, from, to...)
+}
+
+func (s *postQueueSystem) enqueueBody(t *testing.T, body, from string, to ...string) string {
+	t.Helper()
 	env := &sluice.Envelope{From: from}
 	for _, a := range to {
 		env.Recipients = append(env.Recipients, sluice.Recipient{Address: a})
 	}
-	id, err := s.q.Enqueue(context.Background(), env, strings.NewReader(original))
+	id, err := s.q.Enqueue(context.Background(), env, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,7 +298,7 @@ func TestPostQueueSuppressionAndQuotaDSN(t *testing.T) {
 	}
 	s := newPostQueueSystem(t, chain)
 	s.enqueue(t, "alice@example.org", "ok@example.com", "gone@example.com")
-	waitSink(t, s.sink, 2) // the delivery to ok@, the DSN for gone@
+	waitSink(t, s.sink, 2)                            // the delivery to ok@, the DSN for gone@
 	s.enqueue(t, "bob@example.org", "ok@example.com") // the account's second message today
 	msgs := waitSink(t, s.sink, 3)
 	var statuses []string
@@ -316,5 +322,25 @@ func TestPostQueueSuppressionAndQuotaDSN(t *testing.T) {
 	}
 	if recs := s.logs.records(t, "post-queue filter verdict"); len(recs) != 2 {
 		t.Errorf("verdict records %v, want two", recs)
+	}
+}
+
+// TestPostQueueParsingErrorDSN: a message the parse filter cannot parse
+// after acceptance is bounced to its sender with the reason.
+func TestPostQueueParsingErrorDSN(t *testing.T) {
+	p, err := parse.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newPostQueueSystem(t, postQueueChain(t, p))
+	s.enqueueBody(t, "From: a@x.test\r\nnot a header\r\n\r\nbody\r\n", "alice@example.org", "ok@example.com")
+	msgs := waitSink(t, s.sink, 1)
+	if msgs[0].From != "" || msgs[0].To[0] != "alice@example.org" {
+		t.Fatalf("sink got %+v, want only the notification to the sender", msgs[0])
+	}
+	_, parts := parseDSN(t, msgs[0].Data)
+	g := statusGroups(t, parts[1].body)[1]
+	if g.Get("Status") != "5.6.0" || !strings.Contains(g.Get("Diagnostic-Code"), "could not be parsed") {
+		t.Errorf("Status %q, Diagnostic-Code %q; want 5.6.0, a parsing error", g.Get("Status"), g.Get("Diagnostic-Code"))
 	}
 }

@@ -80,6 +80,12 @@ func (c *Chain) newRun(s stage, now func() time.Time) *filterRun {
 		r.sem = make(chan struct{}, s.concurrency)
 	}
 	if s.breaker.Failures > 0 {
+		if s.breaker.Window == 0 {
+			s.breaker.Window = defaultBreakerTime
+		}
+		if s.breaker.Cooldown == 0 {
+			s.breaker.Cooldown = defaultBreakerTime
+		}
 		name := s.name
 		r.breaker = newBreaker(s.breaker, now, func(to breakerState, opened bool) {
 			c.metrics.breaker(name, to, opened)
@@ -127,8 +133,8 @@ func (s stage) validate() error {
 		return fmt.Errorf("filter: %s: concurrency %d must not be negative", s.name, s.concurrency)
 	case s.breaker.Failures < 0:
 		return fmt.Errorf("filter: %s: breaker failures %d must not be negative", s.name, s.breaker.Failures)
-	case s.breaker.Failures > 0 && (s.breaker.Window <= 0 || s.breaker.Cooldown <= 0):
-		return fmt.Errorf("filter: %s: breaker window %v and cooldown %v must be positive", s.name, s.breaker.Window, s.breaker.Cooldown)
+	case s.breaker.Window < 0 || s.breaker.Cooldown < 0:
+		return fmt.Errorf("filter: %s: breaker window %v and cooldown %v must not be negative", s.name, s.breaker.Window, s.breaker.Cooldown)
 	}
 	return nil
 }

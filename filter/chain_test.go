@@ -231,7 +231,8 @@ func TestNewValidates(t *testing.T) {
 		{"nil logger", []filter.Option{filter.WithLogger(nil)}, "nil logger"},
 		{"bad stage", []filter.Option{filter.WithFilter("a", ok, filter.AtStage(9))}, "unknown stage"},
 		{"negative concurrency", []filter.Option{filter.WithFilter("a", ok, filter.Concurrency(-1))}, "concurrency -1"},
-		{"breaker without cooldown", []filter.Option{filter.WithFilter("a", ok, filter.WithBreaker(filter.Breaker{Failures: 1, Window: time.Second}))}, "cooldown 0s must be positive"},
+		{"negative breaker cooldown", []filter.Option{filter.WithFilter("a", ok, filter.WithBreaker(filter.Breaker{Failures: 1, Cooldown: -time.Second}))}, "must not be negative"},
+		{"breaker with default times", []filter.Option{filter.WithFilter("a", ok, filter.WithBreaker(filter.Breaker{Failures: 1}))}, ""},
 		{"breaker off", []filter.Option{filter.WithFilter("a", ok, filter.WithBreaker(filter.Breaker{}))}, ""},
 	}
 	for _, tt := range tests {

@@ -38,12 +38,17 @@ type stage struct {
 // errors or timeouts within Window the breaker opens and the filter is not
 // called for Cooldown (its [OnError] policy applies at once); then one
 // call is let through as a probe: success closes the breaker, failure
-// opens it again for another Cooldown. Failures 0 disables the breaker.
+// opens it again for another Cooldown. Failures 0 disables the breaker; a
+// zero Window or Cooldown means 30s.
 type Breaker struct {
 	Failures int
 	Window   time.Duration
 	Cooldown time.Duration
 }
+
+// defaultBreakerTime is the Window and Cooldown of a Breaker that leaves
+// them zero.
+const defaultBreakerTime = 30 * time.Second
 
 func defaultConfig() config {
 	return config{logger: slog.New(slog.DiscardHandler), now: time.Now}
@@ -56,7 +61,7 @@ func defaultStage(name string, f Filter) stage {
 		timeout:   10 * time.Second,
 		onError:   PolicyTempfail,
 		onTimeout: PolicyTempfail,
-		breaker:   Breaker{Failures: 5, Window: 30 * time.Second, Cooldown: 30 * time.Second},
+		breaker:   Breaker{Failures: 5},
 	}
 }
 
@@ -125,6 +130,7 @@ func Group(name string) FilterOption { return func(s *stage) { s.group = name } 
 // backend cannot be flooded. Default: 0 (no cap).
 func Concurrency(n int) FilterOption { return func(s *stage) { s.concurrency = n } }
 
-// WithBreaker sets the filter's circuit breaker (see [Breaker]).
+// WithBreaker sets the filter's circuit breaker (see [Breaker]);
+// Breaker{} turns it off.
 // Default: Failures 5, Window 30s, Cooldown 30s.
 func WithBreaker(b Breaker) FilterOption { return func(s *stage) { s.breaker = b } }

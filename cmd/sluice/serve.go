@@ -19,6 +19,7 @@ import (
 
 	"github.com/sluicemta/sluice"
 	"github.com/sluicemta/sluice/delivery"
+	"github.com/sluicemta/sluice/filter"
 	"github.com/sluicemta/sluice/health"
 	"github.com/sluicemta/sluice/queue"
 	"github.com/sluicemta/sluice/smtp"
@@ -174,7 +175,11 @@ func serve(ctx context.Context, s *settings, log *slog.Logger) error {
 		return err
 	}
 	defer q.Close()
-	agent, err := delivery.New(q, deliveryOptions(s, log, reg)...)
+	chain, err := filter.New(append(s.filters, filter.WithLogger(log), filter.WithRegisterer(reg))...)
+	if err != nil {
+		return err
+	}
+	agent, err := delivery.New(q, append(deliveryOptions(s, log, reg), delivery.WithPostQueue(chain))...)
 	if err != nil {
 		return err
 	}
@@ -188,6 +193,7 @@ func serve(ctx context.Context, s *settings, log *slog.Logger) error {
 		reloadRoutes(reloadCtx, s, agent, log)
 	}()
 	sopts, users, err := smtpOptions(s, q, log, reg)
+	sopts = append(sopts, smtp.WithFilters(chain))
 	if err != nil {
 		return err
 	}
@@ -421,6 +427,7 @@ func smtpOptions(s *settings, q *queue.Queue, log *slog.Logger, reg prometheus.R
 	add(s.dnsblZones != nil, smtp.WithDNSBL(s.dnsblResolver, s.dnsblThreshold, s.dnsblZones...))
 	add(s.dnsblTimeout > 0, smtp.WithDNSBLTimeout(s.dnsblTimeout))
 	add(s.tlsCert != "", smtp.WithCertificate(s.tlsCert, s.tlsKey))
+	add(s.filterBudget > 0, smtp.WithFilterBudget(s.filterBudget))
 
 	l := s.smtpLimits
 	add(l.maxConns > 0, smtp.WithMaxConnections(l.maxConns))

@@ -108,3 +108,32 @@ func TestNewValidates(t *testing.T) {
 		t.Error("New accepted a limit of 0")
 	}
 }
+
+// FuzzCheck: whatever the bytes, Check of an in-memory message never
+// fails and never panics: it accepts, or refuses with 550 5.6.0 and a
+// reason.
+func FuzzCheck(f *testing.F) {
+	for _, s := range []string{multipart, nested(3), "From: a\r\n\r\nx\r\n", "x", "", " a: b\r\n\r\n",
+		"Content-Type: multipart/mixed; boundary=\"\"\r\n\r\n--\r\n"} {
+		f.Add(s)
+	}
+	p, err := parse.New(parse.WithMaxParts(50), parse.WithMaxDepth(5))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		v, err := p.Check(context.Background(), message(body))
+		if err != nil {
+			t.Fatalf("Check error %v on an in-memory message", err)
+		}
+		switch v.Action {
+		case filter.Accept:
+		case filter.Reject:
+			if v.Reply.Code != 550 || v.Reply.Enhanced != (sluice.EnhancedCode{5, 6, 0}) || v.Reply.Message == "" {
+				t.Errorf("refusal %v, want 550 5.6.0 with a reason", v.Reply)
+			}
+		default:
+			t.Errorf("action %v, want accept or reject", v.Action)
+		}
+	})
+}

@@ -179,3 +179,36 @@ func TestFileReloads(t *testing.T) {
 		t.Error("Reload did not replace the lists")
 	}
 }
+
+// FuzzFile: a suppression file either loads, and then every entry line is
+// found by Lookup on its list, or fails with an error naming the file.
+func FuzzFile(f *testing.F) {
+	f.Add(lists)
+	f.Add("a bounce b@c\n#x\n\n")
+	f.Add("a spam b@c\n")
+	f.Fuzz(func(t *testing.T, text string) {
+		path := filepath.Join(t.TempDir(), "s.txt")
+		writeFile(t, path, text)
+		store, err := suppress.OpenFile(path, suppress.WithCheckInterval(0))
+		if err != nil {
+			if !strings.Contains(err.Error(), path) {
+				t.Errorf("error %q does not name the file", err)
+			}
+			return
+		}
+		want := make(map[string]suppress.List) // the last line for a key wins
+		for _, line := range strings.Split(text, "\n") {
+			line, _, _ = strings.Cut(line, "#")
+			if fs := strings.Fields(line); len(fs) == 3 {
+				want[strings.ToLower(fs[0])+" "+strings.ToLower(fs[2])] = suppress.List(strings.ToLower(fs[1]))
+			}
+		}
+		for k, l := range want {
+			account, addr, _ := strings.Cut(k, " ")
+			got, ok, err := store.Lookup(context.Background(), account, addr)
+			if err != nil || !ok || got != l {
+				t.Errorf("Lookup(%q, %q) = %v %v %v, want %v", account, addr, got, ok, err, l)
+			}
+		}
+	})
+}

@@ -22,7 +22,13 @@ func TestQuarantineQueuesHeld(t *testing.T) {
 		}
 		return filter.Verdict{}, nil
 	})
-	chain, err := filter.New(filter.WithFilter("q", quarantine))
+	mail := filter.FilterFunc(func(_ context.Context, m *filter.Message) (filter.Verdict, error) {
+		if m.Envelope.From == "suspect@example.org" {
+			return filter.Verdict{Action: filter.Quarantine}, nil
+		}
+		return filter.Verdict{}, nil
+	})
+	chain, err := filter.New(filter.WithFilter("q", quarantine), filter.WithFilter("mail", mail, filter.AtStage(filter.StageMail)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,6 +48,10 @@ func TestQuarantineQueuesHeld(t *testing.T) {
 		step{"RCPT TO:<bob@example.net>", "250 2.0.0"},
 		step{"DATA", "354 "},
 		step{"Subject: x\r\n\r\nfine\r\n.", "250 2.0.0 queued as"},
+		step{"MAIL FROM:<suspect@example.org>", "250 2.0.0"},
+		step{"RCPT TO:<bob@example.net>", "250 2.0.0"},
+		step{"DATA", "354 "},
+		step{"Subject: x\r\n\r\nfine\r\n.", "250 2.0.0 queued as"},
 	))
 	ctx := context.Background()
 	page, err := q.List(ctx, queue.ListOptions{})
@@ -54,8 +64,8 @@ func TestQuarantineQueuesHeld(t *testing.T) {
 			held++
 		}
 	}
-	if len(page.Messages) != 2 || held != 1 {
-		t.Fatalf("queue holds %d messages, %d held; want 2 and 1", len(page.Messages), held)
+	if len(page.Messages) != 3 || held != 2 {
+		t.Fatalf("queue holds %d messages, %d held; want 3 and 2 (quarantined at DATA and at MAIL)", len(page.Messages), held)
 	}
 
 	_, addr = startServer(t, &recorder{}, smtp.WithFilters(chain), smtp.WithLocalDomains("example.net"))

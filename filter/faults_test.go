@@ -138,14 +138,20 @@ func TestHungEndpointPolicyWithinTimeout(t *testing.T) {
 }
 
 // TestBreakerStopsTrafficAndRecovers: after Failures errors the breaker
-// opens and the dead backend sees no connection; after the cool-down one
-// probe goes through, and when it succeeds traffic flows again.
+// opens and the dead backend sees no connection however many messages
+// come; after the cool-down one probe goes through, and when it succeeds
+// traffic flows again. Connections are counted on the backend's listener;
+// the breaker's clock is a fake one, so nothing depends on wall time.
 func TestBreakerStopsTrafficAndRecovers(t *testing.T) {
 	srv := startLineServer(t, modeDead)
 	reg := prometheus.NewRegistry()
-	const cooldown = 300 * time.Millisecond
+	var mu sync.Mutex
+	now := time.Unix(1000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	const cooldown = 30 * time.Second
 	c, err := filter.New(
-		filter.WithRegisterer(reg),
+		filter.WithRegisterer(reg), filter.WithClock(clock),
 		filter.WithFilter("line", srv.client(), filter.Timeout(5*time.Second), filter.OnError(filter.PolicyAccept),
 			filter.WithBreaker(filter.Breaker{Failures: 3, Window: time.Minute, Cooldown: cooldown})),
 	)
@@ -154,10 +160,10 @@ func TestBreakerStopsTrafficAndRecovers(t *testing.T) {
 	}
 	ctx := context.Background()
 	state := func() float64 { return metricValue(t, reg, "sluice_filter_breaker_state") }
+	run := func() []filter.Header { return c.Run(ctx, testMessage()).Headers }
 	for i := range 3 {
-		v := c.Run(ctx, testMessage())
-		if want := []filter.Header{hdr("X-Sluice-Filter", "line error")}; !reflect.DeepEqual(v.Headers, want) {
-			t.Fatalf("call %d: Headers = %v, want %v", i, v.Headers, want)
+		if got, want := run(), []filter.Header{hdr("X-Sluice-Filter", "line error")}; !reflect.DeepEqual(got, want) {
+			t.Fatalf("call %d: Headers = %v, want %v", i, got, want)
 		}
 	}
 	if got := srv.conns.Load(); got != 3 {
@@ -166,30 +172,21 @@ func TestBreakerStopsTrafficAndRecovers(t *testing.T) {
 	if state() != 2 {
 		t.Fatalf("breaker state gauge = %v, want 2 (open)", state())
 	}
-	openedAt := time.Now()
-	for range 20 {
-		v := c.Run(ctx, testMessage())
-		if want := []filter.Header{hdr("X-Sluice-Filter", "line open")}; !reflect.DeepEqual(v.Headers, want) {
-			t.Fatalf("open breaker: Headers = %v, want %v", v.Headers, want)
+	for range 50 {
+		if got, want := run(), []filter.Header{hdr("X-Sluice-Filter", "line open")}; !reflect.DeepEqual(got, want) {
+			t.Fatalf("open breaker: Headers = %v, want %v", got, want)
 		}
 	}
-	if time.Since(openedAt) < cooldown {
-		if got := srv.conns.Load(); got != 3 {
-			t.Fatalf("open breaker let %d connections through to the dead backend", got-3)
-		}
+	advance(cooldown - time.Second)
+	run()
+	if got := srv.conns.Load(); got != 3 {
+		t.Fatalf("open breaker let %d connections through to the dead backend", got-3)
 	}
 
 	srv.mode.Store(modeHealthy)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		v := c.Run(ctx, testMessage())
-		if reflect.DeepEqual(v.Headers, []filter.Header{hdr("X-Line", "ok")}) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("breaker never closed; last verdict %+v", v)
-		}
-		time.Sleep(20 * time.Millisecond) // polling for the cool-down to pass
+	advance(time.Second) // the cool-down is over: the next call probes
+	if got, want := run(), []filter.Header{hdr("X-Line", "ok")}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("probe: Headers = %v, want %v", got, want)
 	}
 	if got := srv.conns.Load(); got != 4 {
 		t.Errorf("backend saw %d connections, want 4 (3 failures, then the probe)", got)
@@ -198,7 +195,7 @@ func TestBreakerStopsTrafficAndRecovers(t *testing.T) {
 		t.Errorf("breaker state gauge = %v, want 0 (closed)", state())
 	}
 	for range 5 {
-		c.Run(ctx, testMessage())
+		run()
 	}
 	if got := srv.conns.Load(); got != 9 {
 		t.Errorf("backend saw %d connections, want 9 once closed", got)
@@ -402,4 +399,52 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	t.Fatalf("metric %s with one series not found", name)
 	return 0
+}
+
+// TestBreakerHalfOpenLetsOneProbeThrough: while the probe is in progress,
+// other calls are not sent to the filter.
+func TestBreakerHalfOpenLetsOneProbeThrough(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	var calls atomic.Int32
+	failing := atomic.Bool{}
+	failing.Store(true)
+	inProbe := make(chan struct{})
+	release := make(chan struct{})
+	f := filter.FilterFunc(func(ctx context.Context, m *filter.Message) (filter.Verdict, error) {
+		calls.Add(1)
+		if failing.Load() {
+			return filter.Verdict{}, errors.New("down")
+		}
+		close(inProbe)
+		<-release
+		return filter.Verdict{}, nil
+	})
+	c, err := filter.New(filter.WithClock(clock), filter.WithFilter("f", f, filter.OnError(filter.PolicyAccept),
+		filter.WithBreaker(filter.Breaker{Failures: 1, Cooldown: time.Minute})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	c.Run(ctx, testMessage()) // opens
+	failing.Store(false)
+	mu.Lock()
+	now = now.Add(time.Minute)
+	mu.Unlock()
+	probe := make(chan filter.Verdict, 1)
+	go func() { probe <- c.Run(ctx, testMessage()) }()
+	<-inProbe
+	for range 10 {
+		if v := c.Run(ctx, testMessage()); !reflect.DeepEqual(v.Headers, []filter.Header{hdr("X-Sluice-Filter", "f open")}) {
+			t.Errorf("call during the probe: %+v, want the open-breaker policy", v)
+		}
+	}
+	close(release)
+	if v := <-probe; v.Action != filter.Accept || len(v.Headers) != 0 {
+		t.Errorf("probe verdict %+v, want a clean accept", v)
+	}
+	if got := calls.Load(); got != 2 {
+		t.Errorf("filter called %d times, want 2 (the failure and the probe)", got)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -103,17 +104,24 @@ max_accounts = 1000
 }
 
 // TestServeRunsConfiguredFilters: a suppression filter configured at
-// RCPT refuses a listed recipient in the dialogue of a running server,
-// and a parse filter refuses a malformed message.
+// RCPT refuses a listed recipient in the dialogue of a running server;
+// one configured after the queue accepts the message, delivers it to the
+// other recipient and bounces the listed one with a DSN to the sender.
 func TestServeRunsConfiguredFilters(t *testing.T) {
 	sink := newSink(t)
 	dir := t.TempDir()
-	lists := filepath.Join(dir, "suppress.txt")
-	if err := os.WriteFile(lists, []byte("example.org bounce gone@example.com\n"), 0o600); err != nil {
+	rcptList := filepath.Join(dir, "rcpt.txt")
+	postList := filepath.Join(dir, "post.txt")
+	if err := os.WriteFile(rcptList, []byte("example.org bounce gone@example.com\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(postList, []byte("example.org unsubscribe late@example.com\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg := filepath.Join(dir, "sluice.toml")
-	doc := "[[filter]]\ntype = \"suppress\"\nstage = \"rcpt\"\nfile = \"" + lists + "\"\n\n[[filter]]\ntype = \"parse\"\n"
+	doc := "[[filter]]\ntype = \"suppress\"\nstage = \"rcpt\"\nfile = \"" + rcptList + "\"\n" +
+		"\n[[filter]]\ntype = \"parse\"\n" +
+		"\n[[filter]]\ntype = \"suppress\"\nname = \"suppress-post\"\nstage = \"postqueue\"\nfile = \"" + postList + "\"\n"
 	if err := os.WriteFile(cfg, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -133,9 +141,25 @@ func TestServeRunsConfiguredFilters(t *testing.T) {
 		t.Errorf("send to a suppressed recipient: exit %d, stdout %q, stderr %q; want the 550 refusal", code, stdout, stderr)
 	}
 	code, stdout, stderr = runCmd(t, "hi\n", "send", "--server", smtpAddr, "--from", "a@example.org",
-		"--to", "ok@example.com", "--subject", "x", "--body", "-")
+		"--to", "ok@example.com", "--to", "late@example.com", "--subject", "x", "--body", "-")
 	if code != exitOK {
-		t.Errorf("send to another recipient: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+		t.Fatalf("send: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	wctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := sink.WaitFor(wctx, 2); err != nil {
+		t.Fatalf("sink got %d messages, want the delivery and the DSN: %v\n%s", sink.Count(), err, log.String())
+	}
+	var got []string
+	for _, m := range sink.Messages() {
+		got = append(got, m.From+" -> "+strings.Join(m.To, ","))
+		if m.From == "" && !strings.Contains(string(m.Data), "late@example.com is on the unsubscribe list") {
+			t.Errorf("DSN lacks the reason:\n%s", m.Data)
+		}
+	}
+	slices.Sort(got)
+	if want := []string{" -> a@example.org", "a@example.org -> ok@example.com"}; !slices.Equal(got, want) {
+		t.Errorf("sink got %q, want %q", got, want)
 	}
 	stop()
 	select {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sluicemta/sluice"
+	"github.com/sluicemta/sluice/filter"
 	"github.com/sluicemta/sluice/queue"
 )
 
@@ -217,6 +218,14 @@ type group struct {
 // recipient, in the order of msg.Envelope.Recipients. Recipients are
 // grouped by route and domain; routes are looked up on every call.
 func (a *Agent) Deliver(ctx context.Context, msg *queue.Message) []queue.Result {
+	if a.cfg.postQueue.Has(filter.StagePostQueue) {
+		return a.deliverFiltered(ctx, msg)
+	}
+	return a.deliver(ctx, msg)
+}
+
+// deliver is Deliver without post-queue filters.
+func (a *Agent) deliver(ctx context.Context, msg *queue.Message) []queue.Result {
 	start := time.Now()
 	states, groups := a.groups(msg)
 

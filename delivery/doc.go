@@ -34,6 +34,17 @@
 // can be replaced at run time. The body transfer has a rate watchdog
 // ([Timeouts].DataRate) on top of the per-write deadline.
 //
+// # Post-queue filters
+//
+// [WithPostQueue] runs the filters a filter.Chain places at
+// filter.StagePostQueue before every attempt, on the recipients due in it,
+// so a slow scanner never delays acceptance. A recipient they reject is
+// bounced through the usual path (an RFC 3464 notification to the sender,
+// none for the null sender, and a delivery log record with route
+// "filter"); one they tempfail is deferred; one they discard is dropped
+// and logged; a message they quarantine is held through [Holder]. The
+// headers they add are prepended to the message as it is sent.
+//
 // Standards implemented:
 //   - RFC 5321: client side of SMTP; MX selection by preference with
 //     random order among equal preferences and the implicit MX (section

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluicemta/sluice/filter"
 )
 
 // Option configures an [Agent].
@@ -76,6 +78,8 @@ type config struct {
 	logger       *slog.Logger
 	recorder     Recorder
 	registerer   prometheus.Registerer
+	postQueue    *filter.Chain // nil: no post-queue filtering
+	tempDir      string        // for message copies the post-queue filters read
 }
 
 func defaultConfig() config {
@@ -290,3 +294,21 @@ func WithRecorder(r Recorder) Option { return func(c *config) { c.recorder = r }
 // sluice_delivery_destinations_parked_total.
 // Default: nil (no metrics).
 func WithRegisterer(r prometheus.Registerer) Option { return func(c *config) { c.registerer = r } }
+
+// WithPostQueue sets the filter chain whose filters placed at
+// filter.StagePostQueue run before every delivery attempt, on the
+// recipients due in it, so a slow scanner never delays acceptance. A
+// recipient the filters reject is bounced (a delivery status notification
+// to the sender, none for the null sender) and logged; one they tempfail
+// is deferred; one they discard is dropped and logged. A message they
+// quarantine at its first attempt is held for an operator (see [Holder])
+// and, once released, delivered without being held again. The headers the
+// filters add are prepended to the message as it is sent; the queued copy
+// is not changed. Filters of the other stages are ignored here.
+// Default: nil (no post-queue filtering).
+func WithPostQueue(c *filter.Chain) Option { return func(cfg *config) { cfg.postQueue = c } }
+
+// WithTempDir sets the directory where a message larger than 1 MiB is
+// copied for the post-queue filters, which need random access to it.
+// Default: "" (os.TempDir()).
+func WithTempDir(dir string) Option { return func(c *config) { c.tempDir = dir } }

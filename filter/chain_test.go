@@ -57,6 +57,7 @@ func TestRunCombinesVerdicts(t *testing.T) {
 	wrongClass := filter.Verdict{Action: filter.Tempfail, Reply: reply(550, sluice.EnhancedCode{5, 7, 1}, "no")}
 	tempfail := filter.Verdict{Action: filter.Tempfail}
 	discard := filter.Verdict{Action: filter.Discard}
+	quarantine := filter.Verdict{Action: filter.Quarantine, Headers: []filter.Header{hdr("X-Q", "q")}}
 
 	tests := []struct {
 		name      string
@@ -80,6 +81,9 @@ func TestRunCombinesVerdicts(t *testing.T) {
 		{"discard stops the chain", []filter.Verdict{tagA, discard, reject},
 			filter.Verdict{Action: filter.Discard, Reply: reply(250, sluice.EnhancedCode{2, 0, 0}, "discarded"),
 				Headers: []filter.Header{hdr("X-A", "1")}}, []int{1, 1, 0}},
+		{"quarantine stops the chain with a 250", []filter.Verdict{tagA, quarantine, reject},
+			filter.Verdict{Action: filter.Quarantine, Reply: reply(250, sluice.EnhancedCode{2, 0, 0}, "held for review"),
+				Headers: []filter.Header{hdr("X-A", "1"), hdr("X-Q", "q")}}, []int{1, 1, 0}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -230,6 +234,10 @@ func TestNewValidates(t *testing.T) {
 		{"bad policy", []filter.Option{filter.WithFilter("a", ok, filter.OnError(9))}, "unknown error policy"},
 		{"nil logger", []filter.Option{filter.WithLogger(nil)}, "nil logger"},
 		{"bad stage", []filter.Option{filter.WithFilter("a", ok, filter.AtStage(9))}, "unknown stage"},
+		{"negative concurrency", []filter.Option{filter.WithFilter("a", ok, filter.Concurrency(-1))}, "concurrency -1"},
+		{"negative breaker cooldown", []filter.Option{filter.WithFilter("a", ok, filter.WithBreaker(filter.Breaker{Failures: 1, Cooldown: -time.Second}))}, "must not be negative"},
+		{"breaker with default times", []filter.Option{filter.WithFilter("a", ok, filter.WithBreaker(filter.Breaker{Failures: 1}))}, ""},
+		{"breaker off", []filter.Option{filter.WithFilter("a", ok, filter.WithBreaker(filter.Breaker{}))}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -260,6 +268,9 @@ func TestStrings(t *testing.T) {
 		{filter.StageMail.String(), "mail"},
 		{filter.StageRcpt.String(), "rcpt"},
 		{filter.StageData.String(), "data"},
+		{filter.StagePostQueue.String(), "postqueue"},
+		{filter.Quarantine.String(), "quarantine"},
+		{filter.PolicyQuarantine.String(), "quarantine"},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {

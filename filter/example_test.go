@@ -46,3 +46,30 @@ func Example() {
 	// accept <nil> [{X-Checked yes}]
 	// reject 550 5.7.1 message rejected [{X-Checked yes}]
 }
+
+// Independent checks run at the same time as a Group; a flaky one gets a
+// concurrency cap and a circuit breaker, and is skipped (tagged) while
+// its breaker is open.
+func ExampleGroup() {
+	tag := func(name string) filter.Filter {
+		return filter.FilterFunc(func(ctx context.Context, m *filter.Message) (filter.Verdict, error) {
+			return filter.Verdict{Headers: []filter.Header{{Name: "X-" + name, Value: "ok"}}}, nil
+		})
+	}
+	chain, err := filter.New(
+		filter.WithFilter("dnsbl", tag("Dnsbl"), filter.Group("scan")),
+		filter.WithFilter("spam", tag("Spam"), filter.Group("scan"),
+			filter.Timeout(5*time.Second), filter.Concurrency(8),
+			filter.OnTimeout(filter.PolicyAccept), filter.OnError(filter.PolicyAccept),
+			filter.WithBreaker(filter.Breaker{Failures: 5, Window: time.Minute, Cooldown: 30 * time.Second})),
+	)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	m := &filter.Message{Envelope: &sluice.Envelope{From: "a@example.org", Recipients: []sluice.Recipient{{Address: "b@example.com"}}}}
+	// Headers come in the order the filters were added, whichever finished first.
+	fmt.Println(chain.Run(context.Background(), m).Headers)
+	// Output:
+	// [{X-Dnsbl ok} {X-Spam ok}]
+}

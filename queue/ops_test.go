@@ -502,3 +502,33 @@ func TestOldest(t *testing.T) {
 		t.Errorf("Oldest after deleting the first = %v, want %v", got, want)
 	}
 }
+
+// TestEnqueueHeldIsNeverTriedUntilReleased: a quarantined message is held
+// from its first write, even across a restart, and goes out on Release.
+func TestEnqueueHeldIsNeverTriedUntilReleased(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	q := newTestQueue(t, dir)
+	held, err := q.EnqueueHeld(ctx, testEnvelope("r@example.com"), strings.NewReader("Subject: x\r\n\r\nbody\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	q = newTestQueue(t, dir)
+	free := enqueue(t, q, "a@example.org", "r@example.com")
+	d := newDeliverer(accept)
+	serve(t, q, d)
+	d.waitFor(t, "the free message", func() bool { return q.Depth() == 1 })
+	if got := d.attempts(); len(got) != 1 || got[0].id != free {
+		t.Fatalf("attempts = %+v, want only %s", got, free)
+	}
+	if info, err := q.Show(ctx, held); err != nil || info.State != StateHeld {
+		t.Fatalf("quarantined message: %+v, %v; want held", info, err)
+	}
+	if err := q.Release(ctx, held); err != nil {
+		t.Fatal(err)
+	}
+	d.waitFor(t, "the released message", func() bool { return q.Depth() == 0 })
+}

@@ -211,6 +211,19 @@ func (q *Queue) repairIndex(k []byte) int {
 // ignored. The body is streamed to the store in 64 KiB chunks, never held
 // whole in memory.
 func (q *Queue) Enqueue(ctx context.Context, env *sluice.Envelope, body io.Reader) (string, error) {
+	return q.enqueue(ctx, env, body, false)
+}
+
+// EnqueueHeld is [Queue.Enqueue] for a message that must not be
+// delivered until an operator releases it ([Queue.Release]): a message a
+// filter quarantined. The message is stored held in the same write as its
+// envelope, so no crash and no worker can deliver it in between, as could
+// happen with Enqueue followed by [Queue.Hold].
+func (q *Queue) EnqueueHeld(ctx context.Context, env *sluice.Envelope, body io.Reader) (string, error) {
+	return q.enqueue(ctx, env, body, true)
+}
+
+func (q *Queue) enqueue(ctx context.Context, env *sluice.Envelope, body io.Reader, held bool) (string, error) {
 	if err := env.Validate(); err != nil {
 		return "", fmt.Errorf("queue: %w", err)
 	}
@@ -229,17 +242,19 @@ func (q *Queue) Enqueue(ctx context.Context, env *sluice.Envelope, body io.Reade
 		env.Received = now
 	}
 	domains := recipientDomains(env)
+	st := initialState(len(env.Recipients), now.UnixNano())
+	st.Held = held
 	q.mu.Lock()
-	q.count.lanes[laneFresh]++
+	q.count.lanes[st.lane()]++
 	q.count.addDomains(domains, 1)
 	q.mu.Unlock()
-	_, err := q.spool.writeMessage(env.ID, env, initialState(len(env.Recipients), now.UnixNano()), domains, body)
+	_, err := q.spool.writeMessage(env.ID, env, st, domains, body)
 	if err == nil {
 		err = q.spool.gsync.wait()
 	}
 	if err != nil {
 		q.mu.Lock()
-		q.count.lanes[laneFresh]--
+		q.count.lanes[st.lane()]--
 		q.count.addDomains(domains, -1)
 		q.mu.Unlock()
 		q.metrics.enqueueErrors.Inc()

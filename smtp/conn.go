@@ -46,6 +46,9 @@ type conn struct {
 	// added to every message of the connection. Set before go-smtp sees
 	// the connection.
 	connectHeaders []filter.Header
+	// connectQuarantine: a connect-stage filter quarantined the client,
+	// so every message of the connection is held.
+	connectQuarantine bool
 
 	// outer is the connection replies are written to: this one, or the
 	// TLS connection over it. tlsStarting is set once go-smtp answered

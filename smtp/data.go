@@ -42,7 +42,7 @@ func (s *session) Data(r io.Reader) (err error) {
 	case s.srv.cfg.filters.Has(filter.StageData):
 		reply = s.filterAndEnqueue(env, body, received)
 	default:
-		reply = s.enqueue(env, body, io.MultiReader(strings.NewReader(received), s.headerBlock(nil), body))
+		reply = s.enqueue(env, body, io.MultiReader(strings.NewReader(received), s.headerBlock(nil), body), s.txQuarantine)
 	}
 	var content *contentError
 	if body.err != nil && !errors.Is(body.err, gosmtp.ErrDataTooLarge) && !errors.As(body.err, &content) {
@@ -61,14 +61,23 @@ func (s *session) Data(r io.Reader) (err error) {
 }
 
 // enqueue hands the message to the queue and returns the reply for the
-// client.
-func (s *session) enqueue(env *sluice.Envelope, data *dataReader, msg io.Reader) *sluice.Reply {
-	id, err := s.srv.q.Enqueue(s.ctx, env, msg)
+// client. A quarantined message is queued held (see [HoldEnqueuer]).
+func (s *session) enqueue(env *sluice.Envelope, data *dataReader, msg io.Reader, quarantine bool) *sluice.Reply {
+	enqueue := s.srv.q.Enqueue
+	if quarantine {
+		he, ok := s.srv.q.(HoldEnqueuer)
+		if !ok {
+			io.Copy(io.Discard, msg)
+			return s.failed(env, data, errors.New("smtp: a filter quarantined the message but the queue cannot hold it"))
+		}
+		enqueue = he.EnqueueHeld
+	}
+	id, err := enqueue(s.ctx, env, msg)
 	if err == nil && data.err == nil {
 		s.srv.metrics.message(resultQueued)
 		s.log.LogAttrs(s.ctx, slog.LevelInfo, "message queued", slog.String("id", id),
 			slog.String("from", env.From), slog.Int("rcpts", len(env.Recipients)),
-			slog.Int64("size", data.n), slog.String("helo", env.Client.Helo))
+			slog.Int64("size", data.n), slog.String("helo", env.Client.Helo), slog.Bool("held", quarantine))
 		return replyQueued(id)
 	}
 	if err == nil {
@@ -140,7 +149,7 @@ func (s *session) filterAndEnqueue(env *sluice.Envelope, data *dataReader, recei
 	}
 	v := s.srv.cfg.filters.Run(ctx, &filter.Message{Envelope: env.Clone(), Body: f, Size: size})
 	switch v.Action {
-	case filter.Accept:
+	case filter.Accept, filter.Quarantine:
 	case filter.Discard:
 		s.srv.metrics.message(resultDiscarded)
 		s.log.LogAttrs(s.ctx, slog.LevelInfo, "message discarded by filter",
@@ -159,7 +168,7 @@ func (s *session) filterAndEnqueue(env *sluice.Envelope, data *dataReader, recei
 		s.headerBlock(v.Headers),
 		io.NewSectionReader(f, int64(len(received)), data.n),
 	)
-	return s.enqueue(env, data, msg)
+	return s.enqueue(env, data, msg, s.txQuarantine || v.Action == filter.Quarantine)
 }
 
 // headerBlock returns the header fields the filters of the transaction

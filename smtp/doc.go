@@ -3,7 +3,8 @@
 // pre-queue [filter.Chain] (at connect, MAIL, RCPT and the end of DATA,
 // within one deadline budget per transaction) and hands each message to an
 // [Enqueuer] (the queue). It answers "250 2.0.0 queued as <id>" only after
-// Enqueue has made the message durable.
+// Enqueue has made the message durable. A message a filter quarantines is
+// queued held, in the same durable write ([HoldEnqueuer]).
 //
 // The protocol itself is spoken by github.com/emersion/go-smtp; this
 // package supplies the policy around it, and a lifecycle like net/http's

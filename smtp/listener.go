@@ -219,6 +219,7 @@ func (s *Server) admission(c *conn) (*sluice.Reply, string) {
 			return greetingReply(v.Reply), reasonFilter
 		}
 		c.connectHeaders = v.Headers
+		c.connectQuarantine = v.Action == filter.Quarantine
 	}
 	return nil, ""
 }

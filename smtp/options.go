@@ -172,8 +172,11 @@ func WithWriteTimeout(d time.Duration) Option { return func(c *config) { c.write
 // stage each was placed at (filter.AtStage): when a client connects, at
 // MAIL, at each RCPT and at the end of DATA, and their verdicts are the
 // replies the client gets. Headers asked for at any stage are added to the
-// message. With end-of-DATA filters the message is spooled to a temporary
-// file first (see [WithTempDir]).
+// message. A Quarantine verdict at any stage queues the message held for
+// an operator (see [HoldEnqueuer]). Filters placed after the queue
+// (filter.StagePostQueue) do not run here (see delivery.WithPostQueue).
+// With end-of-DATA filters the message is spooled to a temporary file
+// first (see [WithTempDir]).
 // Default: none (messages stream straight into the queue).
 func WithFilters(chain *filter.Chain) Option { return func(c *config) { c.filters = chain } }
 

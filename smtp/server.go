@@ -30,6 +30,16 @@ type Enqueuer interface {
 	Enqueue(ctx context.Context, env *sluice.Envelope, body io.Reader) (id string, err error)
 }
 
+// HoldEnqueuer is an optional capability of an [Enqueuer]: EnqueueHeld
+// stores a message that must wait for an operator (a filter quarantined
+// it), held from the same durable write that stores it, so no crash or
+// worker can deliver it first. *queue.Queue implements it. The server
+// refuses a quarantined message with 451 4.3.0 when its Enqueuer lacks
+// it, rather than deliver it unreviewed.
+type HoldEnqueuer interface {
+	EnqueueHeld(ctx context.Context, env *sluice.Envelope, body io.Reader) (id string, err error)
+}
+
 // Server is an SMTP acceptor: it receives mail from clients, applies the
 // relay policy and limits, runs the pre-queue filters and hands each
 // message to an [Enqueuer]. Its lifecycle is that of net/http's Server:

@@ -75,6 +75,9 @@ type session struct {
 	txCancel  context.CancelFunc
 	txHeaders []filter.Header
 	txDiscard bool
+	// txQuarantine: a filter quarantined the transaction; the message is
+	// queued held.
+	txQuarantine bool
 }
 
 var _ gosmtp.Session = (*session)(nil)
@@ -117,13 +120,14 @@ func (s *session) beginTx() {
 	s.tx, s.txCancel = context.WithTimeout(s.ctx, s.srv.cfg.filterBudget)
 	s.txHeaders = append([]filter.Header(nil), s.tc.connectHeaders...)
 	s.txDiscard = false
+	s.txQuarantine = s.tc.connectQuarantine
 }
 
 func (s *session) endTx() {
 	if s.txCancel != nil {
 		s.txCancel()
 	}
-	s.tx, s.txCancel, s.txHeaders, s.txDiscard = nil, nil, nil, false
+	s.tx, s.txCancel, s.txHeaders, s.txDiscard, s.txQuarantine = nil, nil, nil, false, false
 }
 
 // runFilters runs the filters of stage st (MAIL or RCPT) on env, within
@@ -142,6 +146,8 @@ func (s *session) runFilters(st filter.Stage, env *sluice.Envelope) *sluice.Repl
 		return v.Reply
 	case filter.Discard:
 		s.txDiscard = true
+	case filter.Quarantine:
+		s.txQuarantine = true
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/sluicemta/sluice"
 	"github.com/sluicemta/sluice/delivery"
+	"github.com/sluicemta/sluice/filter"
 	"github.com/sluicemta/sluice/smtp"
 )
 
@@ -32,6 +33,7 @@ type fileConfig struct {
 	Delivery deliveryConfig `toml:"delivery"`
 	HTTP     httpConfig     `toml:"http"`
 	Log      logConfig      `toml:"log"`
+	Filters  []filterConfig `toml:"filter"`
 }
 
 type smtpConfig struct {
@@ -50,6 +52,7 @@ type smtpConfig struct {
 	Timeouts        smtpTimeouts     `toml:"timeouts"`
 	Gate            smtpGate         `toml:"gate"`
 	DNSBL           smtpDNSBL        `toml:"dnsbl"`
+	FilterBudget    string           `toml:"filter_budget"`
 }
 
 // smtpDNSBL is [smtp.dnsbl]: connect-time blocklist screening.
@@ -175,6 +178,8 @@ type settings struct {
 	smtpLimits      smtpLimitSettings
 	smtpTimeouts    smtpTimeoutSettings
 	gate            []gateSetting
+	filterBudget    time.Duration
+	filters         []filter.Option // the [[filter]] tables, built; nil: none
 
 	spool              string
 	workers            int
@@ -458,6 +463,9 @@ func (v *validator) settings(fc *fileConfig) *settings {
 		routes:    v.routes(&fc.Delivery),
 		limits:    v.limits(fc.Delivery.Limits),
 		replies:   v.replyRules(fc.Delivery.ReplyRules),
+
+		filterBudget: v.duration("smtp.filter_budget", fc.SMTP.FilterBudget),
+		filters:      v.filters(fc.Filters),
 
 		httpListen:   v.hostPort("http.listen", fc.HTTP.Listen, true),
 		logFormat:    v.logFormat("log.format", fc.Log.Format),

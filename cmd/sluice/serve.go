@@ -23,6 +23,7 @@ import (
 	"github.com/sluicemta/sluice"
 	"github.com/sluicemta/sluice/admin"
 	"github.com/sluicemta/sluice/delivery"
+	"github.com/sluicemta/sluice/filter"
 	"github.com/sluicemta/sluice/health"
 	"github.com/sluicemta/sluice/maillog"
 	"github.com/sluicemta/sluice/queue"
@@ -196,6 +197,10 @@ func serve(ctx context.Context, s *settings, log *slog.Logger) error {
 		return err
 	}
 	defer q.Close()
+	chain, err := filter.New(append(s.filters, filter.WithLogger(log), filter.WithRegisterer(reg))...)
+	if err != nil {
+		return err
+	}
 	rates := admin.NewRates(nil)
 	recorders := admin.Tee{rates}
 	var mlog *maillog.Log
@@ -206,7 +211,7 @@ func serve(ctx context.Context, s *settings, log *slog.Logger) error {
 		defer mlog.Close()
 		recorders = append(recorders, mlog)
 	}
-	agent, err := delivery.New(q, append(deliveryOptions(s, log, reg), delivery.WithRecorder(recorders))...)
+	agent, err := delivery.New(q, append(deliveryOptions(s, log, reg), delivery.WithRecorder(recorders), delivery.WithPostQueue(chain))...)
 	if err != nil {
 		return err
 	}
@@ -232,6 +237,7 @@ func serve(ctx context.Context, s *settings, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	sopts = append(sopts, smtp.WithFilters(chain))
 	srv, err := smtp.New(q, sopts...)
 	if err != nil {
 		return err
@@ -507,6 +513,7 @@ func smtpOptions(s *settings, q *queue.Queue, log *slog.Logger, reg prometheus.R
 	add(s.dnsblZones != nil, smtp.WithDNSBL(s.dnsblResolver, s.dnsblThreshold, s.dnsblZones...))
 	add(s.dnsblTimeout > 0, smtp.WithDNSBLTimeout(s.dnsblTimeout))
 	add(s.tlsCert != "", smtp.WithCertificate(s.tlsCert, s.tlsKey))
+	add(s.filterBudget > 0, smtp.WithFilterBudget(s.filterBudget))
 
 	l := s.smtpLimits
 	add(l.maxConns > 0, smtp.WithMaxConnections(l.maxConns))

@@ -1,0 +1,238 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/sluicemta/sluice/filter"
+	"github.com/sluicemta/sluice/filter/limit"
+	"github.com/sluicemta/sluice/filter/parse"
+	"github.com/sluicemta/sluice/filter/suppress"
+)
+
+// filterConfig is one [[filter]]: a built-in filter, where it runs and
+// what its failures mean. Keys after the common ones belong to one type.
+type filterConfig struct {
+	Type            string `toml:"type"`
+	Name            string `toml:"name"`
+	Stage           string `toml:"stage"`
+	Group           string `toml:"group"`
+	Timeout         string `toml:"timeout"`
+	OnError         string `toml:"on_error"`
+	OnTimeout       string `toml:"on_timeout"`
+	Concurrency     *int   `toml:"concurrency"`
+	BreakerFailures *int   `toml:"breaker_failures"`
+	BreakerWindow   string `toml:"breaker_window"`
+	BreakerCooldown string `toml:"breaker_cooldown"`
+
+	// parse
+	MaxHeaderFields *int   `toml:"max_header_fields"`
+	MaxHeaderBytes  *int64 `toml:"max_header_bytes"`
+	MaxDepth        *int   `toml:"max_depth"`
+	MaxParts        *int   `toml:"max_parts"`
+	// suppress
+	File          string `toml:"file"`
+	CheckInterval string `toml:"check_interval"`
+	// limit
+	Rate        *float64 `toml:"rate"`
+	Burst       *int     `toml:"burst"`
+	Daily       *int     `toml:"daily"`
+	MaxAccounts *int     `toml:"max_accounts"`
+}
+
+// filterKeys are the type-specific keys of each filter type, as set in
+// the file; a key of another type is an error.
+var filterKeys = map[string][]string{
+	"parse":    {"max_header_fields", "max_header_bytes", "max_depth", "max_parts"},
+	"suppress": {"file", "check_interval"},
+	"limit":    {"rate", "burst", "daily", "max_accounts"},
+}
+
+// setKeys returns the type-specific keys fc sets.
+func (fc *filterConfig) setKeys() []string {
+	var keys []string
+	add := func(set bool, k string) {
+		if set {
+			keys = append(keys, k)
+		}
+	}
+	add(fc.MaxHeaderFields != nil, "max_header_fields")
+	add(fc.MaxHeaderBytes != nil, "max_header_bytes")
+	add(fc.MaxDepth != nil, "max_depth")
+	add(fc.MaxParts != nil, "max_parts")
+	add(fc.File != "", "file")
+	add(fc.CheckInterval != "", "check_interval")
+	add(fc.Rate != nil, "rate")
+	add(fc.Burst != nil, "burst")
+	add(fc.Daily != nil, "daily")
+	add(fc.MaxAccounts != nil, "max_accounts")
+	return keys
+}
+
+// filters checks the [[filter]] tables and builds the filters (opening a
+// suppression file here, so its errors name the configuration line).
+func (v *validator) filters(fcs []filterConfig) []filter.Option {
+	var opts []filter.Option
+	names := make(map[string]bool)
+	for i := range fcs {
+		fc := &fcs[i]
+		key := fmt.Sprintf("filter[%d]", i)
+		kinds, ok := filterKeys[fc.Type]
+		if !ok {
+			v.fail(key+".type", "unknown filter type %q (want parse, suppress or limit)", fc.Type)
+			continue
+		}
+		for _, k := range fc.setKeys() {
+			if !contains(kinds, k) {
+				v.fail(key+"."+k, "does not apply to a filter of type %q", fc.Type)
+			}
+		}
+		name := fc.Name
+		if name == "" {
+			name = fc.Type
+		}
+		if names[name] {
+			v.fail(key+".name", "duplicate filter name %q (set name to tell filters of one type apart)", name)
+			continue
+		}
+		names[name] = true
+		f := v.builtinFilter(key, fc)
+		fopts, ok := v.filterOptions(key, fc)
+		if f != nil && ok {
+			opts = append(opts, filter.WithFilter(name, f, fopts...))
+		}
+	}
+	return opts
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// filterOptions checks the common keys; ok is false if one is bad.
+func (v *validator) filterOptions(key string, fc *filterConfig) (opts []filter.FilterOption, ok bool) {
+	n := len(v.errs)
+	if fc.Stage != "" {
+		st, err := filter.ParseStage(fc.Stage)
+		if err != nil {
+			v.fail(key+".stage", "bad stage %q (want connect, mail, rcpt, data or postqueue)", fc.Stage)
+		}
+		opts = append(opts, filter.AtStage(st))
+	}
+	if fc.Group != "" {
+		opts = append(opts, filter.Group(fc.Group))
+	}
+	if d := v.duration(key+".timeout", fc.Timeout); d > 0 {
+		opts = append(opts, filter.Timeout(d))
+	}
+	for _, p := range []struct {
+		key, value string
+		opt        func(filter.Policy) filter.FilterOption
+	}{{"on_error", fc.OnError, filter.OnError}, {"on_timeout", fc.OnTimeout, filter.OnTimeout}} {
+		if p.value == "" {
+			continue
+		}
+		pol, err := filter.ParsePolicy(p.value)
+		if err != nil {
+			v.fail(key+"."+p.key, "bad policy %q (want tempfail, accept, reject or quarantine)", p.value)
+		}
+		opts = append(opts, p.opt(pol))
+	}
+	if c := v.positive(key+".concurrency", fc.Concurrency); c > 0 {
+		opts = append(opts, filter.Concurrency(c))
+	}
+	if b, ok := v.breaker(key, fc); ok {
+		opts = append(opts, filter.WithBreaker(b))
+	}
+	return opts, len(v.errs) == n
+}
+
+// breaker checks the breaker keys: breaker_failures = 0 turns the breaker
+// off; any key set replaces the library's whole default, with the
+// library's values for the keys left out.
+func (v *validator) breaker(key string, fc *filterConfig) (filter.Breaker, bool) {
+	if fc.BreakerFailures == nil && fc.BreakerWindow == "" && fc.BreakerCooldown == "" {
+		return filter.Breaker{}, false
+	}
+	var b filter.Breaker // zero times are the library's defaults
+	if fc.BreakerFailures == nil && (fc.BreakerWindow != "" || fc.BreakerCooldown != "") {
+		v.fail(key+".breaker_failures", "missing: set breaker_failures with breaker_window and breaker_cooldown")
+	}
+	if n := v.nonNegative(key+".breaker_failures", fc.BreakerFailures); n != nil {
+		b.Failures = *n
+	}
+	if d := v.duration(key+".breaker_window", fc.BreakerWindow); d > 0 {
+		b.Window = d
+	}
+	if d := v.duration(key+".breaker_cooldown", fc.BreakerCooldown); d > 0 {
+		b.Cooldown = d
+	}
+	return b, true
+}
+
+// builtinFilter builds the filter of fc's type from its own keys.
+func (v *validator) builtinFilter(key string, fc *filterConfig) filter.Filter {
+	switch fc.Type {
+	case "parse":
+		var opts []parse.Option
+		if n := v.positive(key+".max_header_fields", fc.MaxHeaderFields); n > 0 {
+			opts = append(opts, parse.WithMaxHeaderFields(n))
+		}
+		if n := v.positive64(key+".max_header_bytes", fc.MaxHeaderBytes); n > 0 {
+			opts = append(opts, parse.WithMaxHeaderBytes(n))
+		}
+		if n := v.positive(key+".max_depth", fc.MaxDepth); n > 0 {
+			opts = append(opts, parse.WithMaxDepth(n))
+		}
+		if n := v.positive(key+".max_parts", fc.MaxParts); n > 0 {
+			opts = append(opts, parse.WithMaxParts(n))
+		}
+		return v.built(key+".type", func() (filter.Filter, error) { return parse.New(opts...) })
+	case "suppress":
+		if fc.File == "" {
+			v.fail(key+".file", "missing: a suppress filter needs its list file")
+			return nil
+		}
+		var opts []suppress.FileOption
+		if d := v.duration(key+".check_interval", fc.CheckInterval); d > 0 {
+			opts = append(opts, suppress.WithCheckInterval(d))
+		}
+		return v.built(key+".file", func() (filter.Filter, error) {
+			store, err := suppress.OpenFile(fc.File, opts...)
+			if err != nil {
+				return nil, err
+			}
+			return suppress.New(store)
+		})
+	case "limit":
+		var opts []limit.Option
+		if (fc.Rate == nil) != (fc.Burst == nil) {
+			v.fail(key+".rate", "set rate and burst together")
+		} else if fc.Rate != nil {
+			opts = append(opts, limit.WithRate(v.rate(key+".rate", fc.Rate), v.positive(key+".burst", fc.Burst)))
+		}
+		if n := v.positive(key+".daily", fc.Daily); n > 0 {
+			opts = append(opts, limit.WithDaily(n))
+		}
+		if n := v.positive(key+".max_accounts", fc.MaxAccounts); n > 0 {
+			opts = append(opts, limit.WithMaxAccounts(n))
+		}
+		return v.built(key+".type", func() (filter.Filter, error) { return limit.New(opts...) })
+	}
+	return nil
+}
+
+// built calls build and records its error at key.
+func (v *validator) built(key string, build func() (filter.Filter, error)) filter.Filter {
+	f, err := build()
+	if err != nil {
+		v.fail(key, "%s", strings.TrimPrefix(strings.TrimPrefix(strings.TrimPrefix(err.Error(), "parse: "), "limit: "), "suppress: "))
+		return nil
+	}
+	return f
+}

@@ -81,8 +81,9 @@ func (r Rule) past(v float64) bool {
 // [DiskFreeRatio] of the spool, and [Delta] of a counter such as resolver
 // failures.
 type Watcher struct {
-	rules []Rule
-	cfg   watchConfig
+	rules   []Rule
+	cfg     watchConfig
+	metrics *watchMetrics
 
 	mu    sync.Mutex // guards state, and serialises ticks
 	state map[stateKey]*ruleState
@@ -121,10 +122,15 @@ func NewWatcher(rules []Rule, opts ...WatcherOption) (*Watcher, error) {
 		}
 		seen[r.Name] = true
 	}
+	m, err := newWatchMetrics(cfg.registerer, rules)
+	if err != nil {
+		return nil, err
+	}
 	return &Watcher{
-		rules: slices.Clone(rules),
-		cfg:   cfg,
-		state: make(map[stateKey]*ruleState),
+		rules:   slices.Clone(rules),
+		cfg:     cfg,
+		metrics: m,
+		state:   make(map[stateKey]*ruleState),
 	}, nil
 }
 
@@ -155,11 +161,17 @@ func (w *Watcher) Tick(ctx context.Context) []Alert {
 	for i, r := range w.rules {
 		values, err := w.sample(ctx, r)
 		if err != nil {
+			w.metrics.sampleFailed(r)
 			w.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "watch: sample failed",
 				slog.String("rule", r.Name), slog.Any("error", err))
 			continue
 		}
-		alerts = append(alerts, w.updateLocked(i, values)...)
+		w.metrics.sampled(r, values)
+		raised := w.updateLocked(i, values)
+		for _, a := range raised {
+			w.metrics.raised(r, a)
+		}
+		alerts = append(alerts, raised...)
 	}
 	for _, a := range alerts {
 		w.deliver(ctx, a)
@@ -277,6 +289,7 @@ func (w *Watcher) deliver(ctx context.Context, a Alert) {
 		err := n.Notify(nctx, a)
 		cancel()
 		if err != nil {
+			w.metrics.notifyFailed(a)
 			w.cfg.logger.LogAttrs(ctx, slog.LevelError, "alert not delivered",
 				append(a.attrs(), slog.Any("error", err))...)
 		}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // WatcherOption configures a [Watcher] in [NewWatcher].
@@ -17,6 +19,7 @@ type watchConfig struct {
 	notifiers     []Notifier
 	logger        *slog.Logger
 	now           func() time.Time
+	registerer    prometheus.Registerer
 }
 
 // defaultWatchConfig holds every default of the Watcher, in one place.
@@ -96,4 +99,15 @@ func WithWatchLogger(l *slog.Logger) WatcherOption {
 // Default: time.Now.
 func WithWatchClock(now func() time.Time) WatcherOption {
 	return func(c *watchConfig) { c.now = now }
+}
+
+// WithWatchRegisterer registers the Watcher's metrics with r:
+// sluice_watch_value{rule} (rules with a single Sample),
+// sluice_watch_firing{rule,key}, sluice_watch_sample_errors_total{rule},
+// sluice_watch_alerts_total{rule,state} and
+// sluice_watch_alerts_undelivered_total{rule}. Use [Health.Registerer] to
+// serve them on /metrics.
+// Default: no metrics.
+func WithWatchRegisterer(r prometheus.Registerer) WatcherOption {
+	return func(c *watchConfig) { c.registerer = r }
 }

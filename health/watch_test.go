@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sluicemta/sluice/health"
 )
 
@@ -391,4 +393,65 @@ func TestNewWatcherRejects(t *testing.T) {
 	if _, err := health.NewWebhook("http://127.0.0.1/", health.WithWebhookAttempts(0)); err == nil {
 		t.Error("NewWebhook with 0 attempts succeeded")
 	}
+}
+
+func TestWatchMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	var depth atomic.Int64
+	depth.Store(500)
+	failing := health.NotifierFunc(func(context.Context, health.Alert) error { return errors.New("pager down") })
+	w := depthWatcher(t, &depth, health.WithWatchRegisterer(reg), health.WithNotifier(failing))
+	for range 3 {
+		w.Tick(context.Background())
+	}
+	for _, tc := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"sluice_watch_value", map[string]string{"rule": "queue_depth"}, 500},
+		{"sluice_watch_firing", map[string]string{"rule": "queue_depth", "key": ""}, 1},
+		{"sluice_watch_alerts_total", map[string]string{"rule": "queue_depth", "state": "firing"}, 1},
+		{"sluice_watch_alerts_total", map[string]string{"rule": "queue_depth", "state": "resolved"}, 0},
+		{"sluice_watch_alerts_undelivered_total", map[string]string{"rule": "queue_depth"}, 1},
+		{"sluice_watch_sample_errors_total", map[string]string{"rule": "queue_depth"}, 0},
+	} {
+		if got, ok := metricValue(t, reg, tc.name, tc.labels); !ok || got != tc.want {
+			t.Errorf("%s%v = %v (found %v), want %v", tc.name, tc.labels, got, ok, tc.want)
+		}
+	}
+	if _, err := health.NewWatcher(nil, health.WithWatchRegisterer(reg)); err == nil {
+		t.Error("a second Watcher registered the same metrics")
+	}
+}
+
+// metricValue returns the value of the gauge or counter name with labels
+// in reg.
+func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) (float64, bool) {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range f.GetMetric() {
+			if len(m.GetLabel()) != len(labels) {
+				continue
+			}
+			for _, l := range m.GetLabel() {
+				if labels[l.GetName()] != l.GetValue() {
+					continue metrics
+				}
+			}
+			if m.GetGauge() != nil {
+				return m.GetGauge().GetValue(), true
+			}
+			return m.GetCounter().GetValue(), true
+		}
+	}
+	return 0, false
 }

@@ -464,7 +464,27 @@ func (q *memQueue) Enqueue(ctx context.Context, env *sluice.Envelope, body io.Re
 func TestSignatureSurvivesAcceptor(t *testing.T) {
 	rsaK, edK := writeKeys(t, "example.com")
 	lookup := publish(t, rsaK, edK)
-	signer, err := dkim.New([]dkim.Key{rsaK, edK}, dkim.WithSignIf(dkim.FromNetworks(netip.MustParsePrefix("127.0.0.0/8"))))
+	stored := throughAcceptor(t, rsaK, edK)
+	if !strings.HasPrefix(stored, "Received: ") || !strings.Contains(stored, "\r\nDKIM-Signature: ") {
+		t.Fatalf("stored message does not start with Received and carry DKIM-Signature:\n%s", stored)
+	}
+	vs := verify(t, lookup, stored)
+	if len(vs) != 2 {
+		t.Fatalf("%d verifications, want 2:\n%s", len(vs), stored)
+	}
+	for _, v := range vs {
+		if v.Err != nil {
+			t.Errorf("verification for %s: %v\n%s", v.Domain, v.Err, stored)
+		}
+	}
+}
+
+// throughAcceptor sends testMessage (without its Received field) from
+// 127.0.0.1 through sluice's acceptor with a signer of keys in its filter
+// chain, and returns the message as the acceptor queued it.
+func throughAcceptor(t *testing.T, keys ...dkim.Key) string {
+	t.Helper()
+	signer, err := dkim.New(keys, dkim.WithSignIf(dkim.FromNetworks(netip.MustParsePrefix("127.0.0.0/8"))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -483,32 +503,18 @@ func TestSignatureSurvivesAcceptor(t *testing.T) {
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
-	t.Cleanup(func() {
+	defer func() {
 		srv.Close()
 		<-served
-	})
-
+	}()
 	body := testMessage[strings.Index(testMessage, "From:"):] // the client sends no Received
 	send(t, l.Addr().String(), "alice@example.com", "bob@example.net", body)
 	q.mu.Lock()
-	msgs := append([]string(nil), q.msgs...)
-	q.mu.Unlock()
-	if len(msgs) != 1 {
-		t.Fatalf("%d messages queued, want 1", len(msgs))
+	defer q.mu.Unlock()
+	if len(q.msgs) != 1 {
+		t.Fatalf("%d messages queued, want 1", len(q.msgs))
 	}
-	stored := msgs[0]
-	if !strings.HasPrefix(stored, "Received: ") || !strings.Contains(stored, "\r\nDKIM-Signature: ") {
-		t.Fatalf("stored message does not start with Received and carry DKIM-Signature:\n%s", stored)
-	}
-	vs := verify(t, lookup, stored)
-	if len(vs) != 2 {
-		t.Fatalf("%d verifications, want 2:\n%s", len(vs), stored)
-	}
-	for _, v := range vs {
-		if v.Err != nil {
-			t.Errorf("verification for %s: %v\n%s", v.Domain, v.Err, stored)
-		}
-	}
+	return q.msgs[0]
 }
 
 // send sends one message over plain SMTP with go-smtp's client.

@@ -2,7 +2,10 @@ package health_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"time"
 
 	"github.com/sluicemta/sluice/health"
@@ -34,4 +37,33 @@ func ExampleWatcher() {
 	// Output:
 	// firing: queue_depth is 5000, over 1000 for 3 periods
 	// resolved: queue_depth is 20, no longer over 1000, for 3 periods
+}
+
+func ExampleWebhook() {
+	// A receiver that fails once: the webhook retries.
+	var calls int
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls++
+		if calls == 1 {
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return
+		}
+		var a health.Alert
+		json.NewDecoder(r.Body).Decode(&a)
+		fmt.Println("received:", a.State, a.Rule, a.Value, "key", r.Header.Get("Idempotency-Key"))
+	}))
+	defer srv.Close()
+
+	wh, err := health.NewWebhook(srv.URL+"/hook",
+		health.WithWebhookBackoff(10*time.Millisecond, time.Second),
+		health.WithWebhookHeader("Authorization", "Bearer example-token"))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	err = wh.Notify(context.Background(), health.Alert{ID: "queue_depth@1", Rule: "queue_depth", State: health.StateFiring, Value: 5000})
+	fmt.Println("error:", err, "attempts:", calls)
+	// Output:
+	// received: firing queue_depth 5000 key queue_depth@1
+	// error: <nil> attempts: 2
 }

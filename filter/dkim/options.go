@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -62,8 +63,8 @@ type config struct {
 
 func defaultConfig() config {
 	return config{
-		headers:    DefaultHeaders,
-		oversigned: DefaultOversigned,
+		headers:    slices.Clone(DefaultHeaders),
+		oversigned: slices.Clone(DefaultOversigned),
 		bodyCanon:  Relaxed,
 		signIf:     Authenticated,
 		logger:     slog.New(slog.DiscardHandler),

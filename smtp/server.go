@@ -103,7 +103,10 @@ func New(q Enqueuer, opts ...Option) (*Server, error) {
 	}
 	s.clients = newClients(&s.cfg)
 	if len(s.cfg.dnsbl.zones) > 0 {
-		s.screen = newScreen(s.cfg.dnsbl, s.log)
+		var err error
+		if s.screen, err = newScreen(s.cfg.dnsbl, s.log); err != nil {
+			return nil, err
+		}
 	}
 	for _, d := range cfg.localDomains {
 		s.local[d] = true

@@ -2,9 +2,14 @@ package main
 
 import (
 	"fmt"
+	"net/netip"
+	"strconv"
 	"strings"
 
+	"github.com/sluicemta/sluice"
 	"github.com/sluicemta/sluice/filter"
+	"github.com/sluicemta/sluice/filter/dkim"
+	"github.com/sluicemta/sluice/filter/dnsbl"
 	"github.com/sluicemta/sluice/filter/limit"
 	"github.com/sluicemta/sluice/filter/parse"
 	"github.com/sluicemta/sluice/filter/suppress"
@@ -38,6 +43,15 @@ type filterConfig struct {
 	Burst       *int     `toml:"burst"`
 	Daily       *int     `toml:"daily"`
 	MaxAccounts *int     `toml:"max_accounts"`
+	// dkim
+	Keys         []string `toml:"keys"`
+	Sign         string   `toml:"sign"`
+	SignNetworks []string `toml:"sign_networks"`
+	// dnsbl
+	Resolver      string   `toml:"resolver"`
+	Zones         []string `toml:"zones"`
+	RejectScore   *int     `toml:"reject_score"`
+	TempfailScore *int     `toml:"tempfail_score"`
 }
 
 // filterKeys are the type-specific keys of each filter type, as set in
@@ -46,6 +60,8 @@ var filterKeys = map[string][]string{
 	"parse":    {"max_header_fields", "max_header_bytes", "max_depth", "max_parts"},
 	"suppress": {"file", "check_interval"},
 	"limit":    {"rate", "burst", "daily", "max_accounts"},
+	"dkim":     {"keys", "sign", "sign_networks"},
+	"dnsbl":    {"resolver", "zones", "reject_score", "tempfail_score"},
 }
 
 // setKeys returns the type-specific keys fc sets.
@@ -66,6 +82,13 @@ func (fc *filterConfig) setKeys() []string {
 	add(fc.Burst != nil, "burst")
 	add(fc.Daily != nil, "daily")
 	add(fc.MaxAccounts != nil, "max_accounts")
+	add(fc.Keys != nil, "keys")
+	add(fc.Sign != "", "sign")
+	add(fc.SignNetworks != nil, "sign_networks")
+	add(fc.Resolver != "", "resolver")
+	add(fc.Zones != nil, "zones")
+	add(fc.RejectScore != nil, "reject_score")
+	add(fc.TempfailScore != nil, "tempfail_score")
 	return keys
 }
 
@@ -79,7 +102,7 @@ func (v *validator) filters(fcs []filterConfig) []filter.Option {
 		key := fmt.Sprintf("filter[%d]", i)
 		kinds, ok := filterKeys[fc.Type]
 		if !ok {
-			v.fail(key+".type", "unknown filter type %q (want parse, suppress or limit)", fc.Type)
+			v.fail(key+".type", "unknown filter type %q (want parse, suppress, limit, dkim or dnsbl)", fc.Type)
 			continue
 		}
 		for _, k := range fc.setKeys() {
@@ -223,15 +246,127 @@ func (v *validator) builtinFilter(key string, fc *filterConfig) filter.Filter {
 			opts = append(opts, limit.WithMaxAccounts(n))
 		}
 		return v.built(key+".type", func() (filter.Filter, error) { return limit.New(opts...) })
+	case "dkim":
+		return v.dkimFilter(key, fc)
+	case "dnsbl":
+		return v.dnsblFilter(key, fc)
 	}
 	return nil
+}
+
+// dkimFilter builds a DKIM signer from keys given as
+// "domain:selector:/path/to/key.pem" (RSA or Ed25519, PEM).
+func (v *validator) dkimFilter(key string, fc *filterConfig) filter.Filter {
+	if len(fc.Keys) == 0 {
+		v.fail(key+".keys", `missing: a dkim filter needs keys = ["domain:selector:/path/key.pem", ...]`)
+		return nil
+	}
+	var keys []dkim.Key
+	for _, k := range fc.Keys {
+		parts := strings.SplitN(k, ":", 3)
+		if len(parts) != 3 {
+			v.fail(key+".keys", "bad key %q (want domain:selector:/path/key.pem)", k)
+			continue
+		}
+		dk, err := dkim.LoadKey(parts[0], parts[1], parts[2])
+		if err != nil {
+			v.fail(key+".keys", "%s", strings.TrimPrefix(err.Error(), "dkim: "))
+			continue
+		}
+		keys = append(keys, dk)
+	}
+	var opts []dkim.Option
+	switch fc.Sign {
+	case "", "authenticated":
+		if fc.SignNetworks != nil {
+			nets := v.prefixes(key+".sign_networks", fc.SignNetworks)
+			from := dkim.FromNetworks(nets...)
+			opts = append(opts, dkim.WithSignIf(func(env *sluice.Envelope) bool { return dkim.Authenticated(env) || from(env) }))
+		}
+	case "always":
+		if fc.SignNetworks != nil {
+			v.fail(key+".sign_networks", `does not apply with sign = "always"`)
+		}
+		opts = append(opts, dkim.WithSignIf(dkim.Always))
+	default:
+		v.fail(key+".sign", `bad value %q (want "authenticated", the default, or "always")`, fc.Sign)
+	}
+	if len(keys) != len(fc.Keys) {
+		return nil
+	}
+	return v.built(key+".keys", func() (filter.Filter, error) { return dkim.New(keys, opts...) })
+}
+
+// dnsblFilter builds a DNSBL/DNSWL checker from zones given as "zone",
+// "zone=weight" or "zone=weight=codes" (codes as "127.0.0.2",
+// "127.0.0.2-127.0.0.11" or "127.0.10.0/24"; a negative weight for an
+// allowlist).
+func (v *validator) dnsblFilter(key string, fc *filterConfig) filter.Filter {
+	resolver := v.hostPort(key+".resolver", fc.Resolver, false)
+	if fc.Resolver == "" {
+		v.fail(key+".resolver", "missing: host:port of a resolver that may query the lists")
+	}
+	if len(fc.Zones) == 0 {
+		v.fail(key+".zones", `missing: zones = ["zen.spamhaus.org=5", "list.dnswl.org=-3", ...]`)
+	}
+	var zones []dnsbl.Zone
+	for _, z := range fc.Zones {
+		parts := strings.SplitN(z, "=", 3)
+		zone := dnsbl.Zone{Name: parts[0], Weight: 1}
+		if len(parts) > 1 {
+			n, err := strconv.Atoi(parts[1])
+			if err != nil || n == 0 {
+				v.fail(key+".zones", "bad weight in %q (want zone=N, N not 0)", z)
+				continue
+			}
+			zone.Weight = n
+		}
+		if len(parts) > 2 {
+			r, err := dnsbl.ParseRange(parts[2])
+			if err != nil {
+				v.fail(key+".zones", "bad codes in %q: %v", z, err)
+				continue
+			}
+			zone.Codes = []dnsbl.Range{r}
+		}
+		zones = append(zones, zone)
+	}
+	var opts []dnsbl.Option
+	if n := v.positive(key+".reject_score", fc.RejectScore); n > 0 {
+		opts = append(opts, dnsbl.WithRejectScore(n))
+	}
+	if n := v.positive(key+".tempfail_score", fc.TempfailScore); n > 0 {
+		opts = append(opts, dnsbl.WithTempfailScore(n))
+	}
+	if len(zones) != len(fc.Zones) || resolver == "" {
+		return nil
+	}
+	return v.built(key+".zones", func() (filter.Filter, error) { return dnsbl.New(resolver, zones, opts...) })
+}
+
+// prefixes parses CIDR prefixes.
+func (v *validator) prefixes(key string, ss []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range ss {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			v.fail(key, "bad network %q (want CIDR, e.g. 192.0.2.0/24)", s)
+			continue
+		}
+		out = append(out, p.Masked())
+	}
+	return out
 }
 
 // built calls build and records its error at key.
 func (v *validator) built(key string, build func() (filter.Filter, error)) filter.Filter {
 	f, err := build()
 	if err != nil {
-		v.fail(key, "%s", strings.TrimPrefix(strings.TrimPrefix(strings.TrimPrefix(err.Error(), "parse: "), "limit: "), "suppress: "))
+		msg := err.Error()
+		for _, p := range []string{"parse: ", "limit: ", "suppress: ", "dkim: ", "dnsbl: "} {
+			msg = strings.TrimPrefix(msg, p)
+		}
+		v.fail(key, "%s", msg)
 		return nil
 	}
 	return f

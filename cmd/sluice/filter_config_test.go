@@ -2,6 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"io"
 	"os"
 	"path/filepath"
@@ -21,7 +25,19 @@ func TestParseFilterConfigErrors(t *testing.T) {
 		name, toml, want string
 	}{
 		{"unknown type", "[[filter]]\ntype = \"spam\"\n",
-			`sluice.toml:2: filter[0].type: unknown filter type "spam" (want parse, suppress or limit)`},
+			`sluice.toml:2: filter[0].type: unknown filter type "spam" (want parse, suppress, limit, dkim or dnsbl)`},
+		{"dkim without keys", "[[filter]]\ntype = \"dkim\"\n",
+			`sluice.toml:1: filter[0].keys: missing: a dkim filter needs keys = ["domain:selector:/path/key.pem", ...]`},
+		{"dkim key without a path", "[[filter]]\ntype = \"dkim\"\nkeys = [\"example.org:s1\"]\n",
+			`sluice.toml:3: filter[0].keys: bad key "example.org:s1" (want domain:selector:/path/key.pem)`},
+		{"dkim key file missing", "[[filter]]\ntype = \"dkim\"\nkeys = [\"example.org:s1:" + filepath.Join(dir, "none.pem") + "\"]\n",
+			`sluice.toml:3: filter[0].keys: key for example.org: open ` + filepath.Join(dir, "none.pem") + `: no such file or directory`},
+		{"dnsbl without a resolver", "[[filter]]\ntype = \"dnsbl\"\nzones = [\"zen.example\"]\n",
+			`sluice.toml:1: filter[0].resolver: missing: host:port of a resolver that may query the lists`},
+		{"dnsbl zero weight", "[[filter]]\ntype = \"dnsbl\"\nresolver = \"127.0.0.1:53\"\nzones = [\"zen.example=0\"]\n",
+			`sluice.toml:4: filter[0].zones: bad weight in "zen.example=0" (want zone=N, N not 0)`},
+		{"dnsbl bad codes", "[[filter]]\ntype = \"dnsbl\"\nresolver = \"127.0.0.1:53\"\nzones = [\"zen.example=2=127.0.0\"]\n",
+			`sluice.toml:4: filter[0].zones: bad codes in "zen.example=2=127.0.0": `},
 		{"bad stage", "[[filter]]\ntype = \"parse\"\nstage = \"queue\"\n",
 			`sluice.toml:3: filter[0].stage: bad stage "queue" (want connect, mail, rcpt, data or postqueue)`},
 		{"bad policy", "[[filter]]\ntype = \"parse\"\non_timeout = \"drop\"\n",
@@ -51,7 +67,7 @@ func TestParseFilterConfigErrors(t *testing.T) {
 			if err == nil {
 				t.Fatalf("parseConfig succeeded, want %q", tc.want)
 			}
-			if got, _, _ := strings.Cut(err.Error(), "\n"); got != tc.want {
+			if got, _, _ := strings.Cut(err.Error(), "\n"); got != tc.want && !(strings.HasSuffix(tc.want, ": ") && strings.HasPrefix(got, tc.want)) {
 				t.Errorf("error = %q\n          want %q", got, tc.want)
 			}
 		})
@@ -61,6 +77,15 @@ func TestParseFilterConfigErrors(t *testing.T) {
 func TestParseFilterConfig(t *testing.T) {
 	lists := filepath.Join(t.TempDir(), "suppress.txt")
 	if err := os.WriteFile(lists, []byte("example.org bounce gone@example.com\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "dkim.pem")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	doc := `
@@ -93,13 +118,25 @@ rate = 10.0
 burst = 20
 daily = 10000
 max_accounts = 1000
+
+[[filter]]
+type = "dkim"
+keys = ["example.org:s1:` + keyFile + `"]
+sign_networks = ["192.0.2.0/24"]
+
+[[filter]]
+type = "dnsbl"
+stage = "connect"
+resolver = "127.0.0.1:53"
+zones = ["zen.example=5=127.0.0.2-127.0.0.11", "wl.example=-3"]
+reject_score = 5
 `
 	s, err := parseConfig("sluice.toml", []byte(doc))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(s.filters) != 3 || s.filterBudget != time.Minute {
-		t.Errorf("%d filters, budget %v; want 3 and 1m", len(s.filters), s.filterBudget)
+	if len(s.filters) != 5 || s.filterBudget != time.Minute {
+		t.Errorf("%d filters, budget %v; want 5 and 1m", len(s.filters), s.filterBudget)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/sluicemta/sluice/filter"
 	"github.com/sluicemta/sluice/health"
@@ -229,8 +230,10 @@ func fill(res *Result, cmd Command, content []byte) {
 	text := strings.TrimSpace(string(content))
 	switch cmd {
 	case Symbols:
-		for _, s := range strings.Split(text, ",") {
-			if s = strings.TrimSpace(s); s != "" {
+		// Rule names are letters, digits and underscores; anything else
+		// is not carried into a header field.
+		for _, s := range strings.FieldsFunc(text, func(r rune) bool { return r == ',' || unicode.IsSpace(r) }) {
+			if ruleName(s) {
 				res.Symbols = append(res.Symbols, s)
 			}
 		}
@@ -239,6 +242,15 @@ func fill(res *Result, cmd Command, content []byte) {
 	case Headers:
 		res.Headers = spamHeaders(text)
 	}
+}
+
+func ruleName(s string) bool {
+	for _, r := range s {
+		if !(r == '_' || r == '-' || r == '.' || r >= '0' && r <= '9' || r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z') {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // spamHeaders returns the X-Spam-* fields of a header block, unfolded.

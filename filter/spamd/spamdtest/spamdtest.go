@@ -62,7 +62,8 @@ func (s *Server) Addr() string { return s.l.Addr().String() }
 // client closes them.
 func (s *Server) SetHung(on bool) { s.hung.Store(on) }
 
-// Scans returns how many messages the server has answered.
+// Scans returns how many messages the server has answered (counted just
+// before the answer is written, so a client holding an answer sees it).
 func (s *Server) Scans() int64 { return s.scans.Load() }
 
 // Pings returns how many PINGs the server has answered.
@@ -120,8 +121,8 @@ func (s *Server) serve(c net.Conn) {
 		return
 	}
 	if req.method == "PING" {
+		s.pings.Add(1) // before the answer, so a client that has it sees the count
 		io.WriteString(c, "SPAMD/1.5 0 PONG\r\n")
-		s.pings.Add(1)
 		return
 	}
 	body := make([]byte, req.length)
@@ -132,8 +133,8 @@ func (s *Server) serve(c net.Conn) {
 		s.hang(c) // spamd 4.0.1 waits here for a line end
 		return
 	}
-	c.Write(answer(req.method, body))
 	s.scans.Add(1)
+	c.Write(answer(req.method, body))
 }
 
 // hang reads and ignores what the client sends and answers nothing, even

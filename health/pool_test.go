@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -324,4 +325,30 @@ func seriesCount(t *testing.T, reg *prometheus.Registry, name string) int {
 		}
 	}
 	return 0
+}
+
+// TestPoolCloseStopsProbes: Close abandons checks in progress (here, ones
+// that hang until their context ends) and leaves no goroutine behind.
+func TestPoolCloseStopsProbes(t *testing.T) {
+	before := runtime.NumGoroutine()
+	started := make(chan struct{}, 5)
+	hang := func(ctx context.Context, _ string) error {
+		started <- struct{}{}
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	p, err := NewPool("hung", []string{"a:1", "b:1", "c:1", "d:1", "e:1"}, hang, WithProbeOptions(WithDeadline(time.Hour)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		next(t, started)
+	}
+	closed := make(chan struct{})
+	go func() { p.Close(); close(closed) }()
+	next(t, closed)
+	waitFor(t, "the probes' goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
+	if st := p.Endpoints(); !st[0].Up {
+		t.Error("an abandoned check counted as a failure")
+	}
 }

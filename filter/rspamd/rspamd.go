@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/sluicemta/sluice/filter"
@@ -184,8 +185,8 @@ func (f *Filter) setHeaders(h http.Header, m *filter.Message) {
 // unwrapURL drops net/http's *url.Error wrapper, whose text repeats the
 // URL, keeping the cause (a dialError, a context error).
 func unwrapURL(err error) error {
-	if u, ok := err.(interface{ Unwrap() error }); ok && strings.HasPrefix(err.Error(), "Post ") {
-		return u.Unwrap()
+	if u, ok := errors.AsType[*url.Error](err); ok {
+		return u.Err
 	}
 	return err
 }

@@ -101,14 +101,14 @@ func (c *probeConfig) validate() error {
 	return errors.Join(errs...)
 }
 
-// WithInterval sets the time from the end of one check to the start of
+// WithProbeInterval sets the time from the end of one check to the start of
 // the next.
 // Default: 2s.
-func WithInterval(d time.Duration) ProbeOption { return func(c *probeConfig) { c.interval = d } }
+func WithProbeInterval(d time.Duration) ProbeOption { return func(c *probeConfig) { c.interval = d } }
 
-// WithDeadline bounds each check: one that has not passed by then failed.
+// WithProbeDeadline bounds each check: one that has not passed by then failed.
 // Default: 1s.
-func WithDeadline(d time.Duration) ProbeOption { return func(c *probeConfig) { c.deadline = d } }
+func WithProbeDeadline(d time.Duration) ProbeOption { return func(c *probeConfig) { c.deadline = d } }
 
 // WithRise sets how many consecutive successful checks bring a down
 // endpoint back up.
@@ -125,12 +125,12 @@ func WithFall(n int) ProbeOption { return func(c *probeConfig) { c.fall = n } }
 // Default: a logger that discards everything.
 func WithProbeLogger(l *slog.Logger) ProbeOption { return func(c *probeConfig) { c.logger = l } }
 
-// WithOnChange sets a function called on every transition, in order, with
+// WithProbeOnChange sets a function called on every transition, in order, with
 // the error that took the endpoint down (nil when it comes up). It is
 // called with the Probe's lock held: it must be quick and must not call
 // the Probe's methods.
 // Default: none.
-func WithOnChange(f func(addr string, up bool, err error)) ProbeOption {
+func WithProbeOnChange(f func(addr string, up bool, err error)) ProbeOption {
 	return func(c *probeConfig) { c.onChange = f }
 }
 
@@ -179,7 +179,7 @@ func WithStrategy(s Strategy) PoolOption { return func(c *poolConfig) { c.strate
 func WithEjectAfter(n int) PoolOption { return func(c *poolConfig) { c.ejectAfter = n } }
 
 // WithProbeOptions sets the options of every endpoint's [Probe]: interval,
-// deadline, rise, fall. A [WithOnChange] callback given here is called
+// deadline, rise, fall. A [WithProbeOnChange] callback given here is called
 // after the pool has updated its own state.
 // Default: the defaults of [NewProbe].
 func WithProbeOptions(opts ...ProbeOption) PoolOption {
@@ -191,9 +191,9 @@ func WithProbeOptions(opts ...ProbeOption) PoolOption {
 // Default: a logger that discards everything.
 func WithPoolLogger(l *slog.Logger) PoolOption { return func(c *poolConfig) { c.logger = l } }
 
-// WithRegisterer sets where the pool's metrics are registered. Pools may
+// WithPoolRegisterer sets where the pool's metrics are registered. Pools may
 // share a registerer; they are told apart by the pool label.
 // Default: none (the metrics are kept but not exported).
-func WithRegisterer(r prometheus.Registerer) PoolOption {
+func WithPoolRegisterer(r prometheus.Registerer) PoolOption {
 	return func(c *poolConfig) { c.registerer = r }
 }

@@ -18,8 +18,8 @@ import (
 
 // fastProbes makes probes quick enough for tests.
 func fastProbes(rise, fall int, onChange func(string, bool, error)) PoolOption {
-	return WithProbeOptions(WithInterval(10*time.Millisecond), WithDeadline(200*time.Millisecond),
-		WithRise(rise), WithFall(fall), WithOnChange(onChange))
+	return WithProbeOptions(WithProbeInterval(10*time.Millisecond), WithProbeDeadline(200*time.Millisecond),
+		WithRise(rise), WithFall(fall), WithProbeOnChange(onChange))
 }
 
 // TestPoolEjectsAndTakesBack: a replica that starts hanging is ejected by
@@ -36,7 +36,7 @@ func TestPoolEjectsAndTakesBack(t *testing.T) {
 	events := make(chan event, 8)
 	reg := prometheus.NewRegistry()
 	var logs syncBuffer
-	p, err := NewPool("spamd", []string{a.addr, b.addr}, SpamdPing(), WithRegisterer(reg),
+	p, err := NewPool("spamd", []string{a.addr, b.addr}, SpamdPing(), WithPoolRegisterer(reg),
 		WithPoolLogger(slog.New(slog.NewTextHandler(&logs, nil))),
 		fastProbes(rise, fall, func(addr string, up bool, _ error) { events <- event{addr, up, b.pongs.Load()} }))
 	if err != nil {
@@ -95,7 +95,7 @@ func TestPoolDeadReplica(t *testing.T) {
 	healthy, dead := newPingServer(t, "tcp").addr, closedPort(t)
 	const ejectAfter = 2
 	p, err := NewPool("spamd", []string{dead, healthy}, SpamdPing(), WithStrategy(OrderedFailover),
-		WithEjectAfter(ejectAfter), WithProbeOptions(WithFall(1000), WithInterval(time.Hour)))
+		WithEjectAfter(ejectAfter), WithProbeOptions(WithFall(1000), WithProbeInterval(time.Hour)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func TestPoolDeadReplica(t *testing.T) {
 func staticPool(t *testing.T, s Strategy, addrs ...string) *Pool {
 	t.Helper()
 	ok := func(context.Context, string) error { return nil }
-	p, err := NewPool("test", addrs, ok, WithStrategy(s), WithEjectAfter(1), WithProbeOptions(WithInterval(time.Hour)))
+	p, err := NewPool("test", addrs, ok, WithStrategy(s), WithEjectAfter(1), WithProbeOptions(WithProbeInterval(time.Hour)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,11 +229,11 @@ func TestPoolCanceledIsNotAFailure(t *testing.T) {
 func TestPoolsShareARegistry(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	ok := func(context.Context, string) error { return nil }
-	p1, err := NewPool("one", []string{"a:1"}, ok, WithRegisterer(reg))
+	p1, err := NewPool("one", []string{"a:1"}, ok, WithPoolRegisterer(reg))
 	if err != nil {
 		t.Fatal(err)
 	}
-	p2, err := NewPool("two", []string{"a:1"}, ok, WithRegisterer(reg))
+	p2, err := NewPool("two", []string{"a:1"}, ok, WithPoolRegisterer(reg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,7 +337,7 @@ func TestPoolCloseStopsProbes(t *testing.T) {
 		<-ctx.Done()
 		return ctx.Err()
 	}
-	p, err := NewPool("hung", []string{"a:1", "b:1", "c:1", "d:1", "e:1"}, hang, WithProbeOptions(WithDeadline(time.Hour)))
+	p, err := NewPool("hung", []string{"a:1", "b:1", "c:1", "d:1", "e:1"}, hang, WithProbeOptions(WithProbeDeadline(time.Hour)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,9 +22,6 @@ import (
 // bounds the whole check, and cancelling it abandons the check.
 type ProbeFunc func(ctx context.Context, addr string) error
 
-// Check calls f with ctx and addr.
-func (f ProbeFunc) Check(ctx context.Context, addr string) error { return f(ctx, addr) }
-
 // SplitAddr returns the network and address to dial for an endpoint
 // address: "unix:/run/spamd.sock" is the Unix socket /run/spamd.sock, and
 // anything else is a TCP "host:port".

@@ -92,8 +92,8 @@ func TestSeed000(t *testing.T) {
 
 	const deadline = 200 * time.Millisecond
 	down := make(chan time.Time, 1)
-	p, err := NewProbe(addr, SMTPSession(""), WithFall(1), WithDeadline(deadline), WithInterval(time.Hour),
-		WithOnChange(func(_ string, up bool, _ error) {
+	p, err := NewProbe(addr, SMTPSession(""), WithFall(1), WithProbeDeadline(deadline), WithProbeInterval(time.Hour),
+		WithProbeOnChange(func(_ string, up bool, _ error) {
 			if !up {
 				down <- time.Now()
 			}
@@ -131,8 +131,8 @@ func TestProbeRiseFall(t *testing.T) {
 	}
 	events := make(chan event, 4)
 	p, err := NewProbe(srv.addr, SpamdPing(),
-		WithRise(rise), WithFall(fall), WithInterval(10*time.Millisecond), WithDeadline(100*time.Millisecond),
-		WithOnChange(func(_ string, up bool, _ error) {
+		WithRise(rise), WithFall(fall), WithProbeInterval(10*time.Millisecond), WithProbeDeadline(100*time.Millisecond),
+		WithProbeOnChange(func(_ string, up bool, _ error) {
 			events <- event{up, srv.stalls.Load(), srv.pongs.Load()}
 		}))
 	if err != nil {
@@ -164,8 +164,8 @@ func TestProbeRiseFall(t *testing.T) {
 func TestProbeMarkDownNeedsRise(t *testing.T) {
 	srv := newPingServer(t, "tcp")
 	ups := make(chan int64, 1)
-	p, err := NewProbe(srv.addr, SpamdPing(), WithRise(2), WithInterval(10*time.Millisecond),
-		WithOnChange(func(_ string, up bool, _ error) {
+	p, err := NewProbe(srv.addr, SpamdPing(), WithRise(2), WithProbeInterval(10*time.Millisecond),
+		WithProbeOnChange(func(_ string, up bool, _ error) {
 			if up {
 				ups <- srv.pongs.Load()
 			}
@@ -192,7 +192,7 @@ func TestProbeMarkDownNeedsRise(t *testing.T) {
 
 func TestProbeCloseStopsChecks(t *testing.T) {
 	srv := newPingServer(t, "tcp")
-	p, err := NewProbe(srv.addr, SpamdPing(), WithInterval(5*time.Millisecond))
+	p, err := NewProbe(srv.addr, SpamdPing(), WithProbeInterval(5*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +210,7 @@ func TestProbeCloseStopsChecks(t *testing.T) {
 }
 
 func TestNewProbeRejectsBadOptions(t *testing.T) {
-	for _, opt := range []ProbeOption{WithInterval(0), WithDeadline(-1), WithRise(0), WithFall(0), WithProbeLogger(nil)} {
+	for _, opt := range []ProbeOption{WithProbeInterval(0), WithProbeDeadline(-1), WithRise(0), WithFall(0), WithProbeLogger(nil)} {
 		if _, err := NewProbe("127.0.0.1:1", TCPConnect(), opt); err == nil || !strings.HasPrefix(err.Error(), "health: probe ") {
 			t.Errorf("NewProbe with a bad option: err = %v", err)
 		}

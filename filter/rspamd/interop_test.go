@@ -25,7 +25,7 @@ import (
 // turns a missing rspamd into a failure; elsewhere the test is skipped.
 func TestInteropRealRspamd(t *testing.T) {
 	addr := startRspamd(t)
-	pool := newPool(t, []string{addr}, health.WithProbeOptions(health.WithDeadline(5*time.Second)))
+	pool := newPool(t, []string{addr}, health.WithProbeOptions(health.WithProbeDeadline(5*time.Second)))
 	f := newFilter(t, pool)
 	tests := []struct {
 		subject string

@@ -194,7 +194,7 @@ func TestRequestCarriesEnvelope(t *testing.T) {
 // the context's deadline and no more, and the replica is ejected.
 func TestHungReplicaDeadline(t *testing.T) {
 	hung := silentListener(t)
-	pool := newPool(t, []string{hung}, health.WithEjectAfter(1), health.WithProbeOptions(health.WithInterval(time.Hour), health.WithFall(100)))
+	pool := newPool(t, []string{hung}, health.WithEjectAfter(1), health.WithProbeOptions(health.WithProbeInterval(time.Hour), health.WithFall(100)))
 	f := newFilter(t, pool)
 	const timeout = 200 * time.Millisecond
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -218,7 +218,7 @@ func TestDeadReplica(t *testing.T) {
 	fake := newFake(t, 200, answerReject)
 	dead := closedPort(t)
 	pool := newPool(t, []string{dead, fake.addr()}, health.WithStrategy(health.OrderedFailover),
-		health.WithProbeOptions(health.WithInterval(time.Hour), health.WithFall(100)))
+		health.WithProbeOptions(health.WithProbeInterval(time.Hour), health.WithFall(100)))
 	f := newFilter(t, pool)
 	for i := range 5 {
 		v, err := f.Check(context.Background(), message(clean))
@@ -232,7 +232,7 @@ func TestDeadReplica(t *testing.T) {
 }
 
 func TestNewRejectsBadOptions(t *testing.T) {
-	pool := newPool(t, []string{"127.0.0.1:1"}, health.WithProbeOptions(health.WithInterval(time.Hour)))
+	pool := newPool(t, []string{"127.0.0.1:1"}, health.WithProbeOptions(health.WithProbeInterval(time.Hour)))
 	for _, opt := range []rspamd.Option{rspamd.WithPassword("a\nb"), rspamd.WithMaxSize(0), rspamd.WithTimeout(0), rspamd.WithAttempts(0)} {
 		if _, err := rspamd.New(pool, opt); err == nil || !strings.HasPrefix(err.Error(), "rspamd: ") {
 			t.Errorf("New with a bad option: err = %v", err)

@@ -42,7 +42,7 @@ func BenchmarkPoolThroughput(b *testing.B) {
 			ok, other := benchServer(b), benchServer(b)
 			other.SetHung(bc.hung)
 			pool, err := health.NewPool("spamd", []string{other.Addr(), ok.Addr()}, health.SpamdPing(),
-				health.WithProbeOptions(health.WithInterval(time.Second), health.WithDeadline(500*time.Millisecond),
+				health.WithProbeOptions(health.WithProbeInterval(time.Second), health.WithProbeDeadline(500*time.Millisecond),
 					health.WithFall(2), health.WithRise(2)))
 			if err != nil {
 				b.Fatal(err)

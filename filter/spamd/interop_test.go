@@ -25,7 +25,7 @@ import (
 // the test is skipped without it.
 func TestInteropRealSpamd(t *testing.T) {
 	addr := startSpamd(t)
-	pool := newPool(t, []string{addr}, health.WithProbeOptions(health.WithDeadline(5*time.Second)))
+	pool := newPool(t, []string{addr}, health.WithProbeOptions(health.WithProbeDeadline(5*time.Second)))
 	tests := []struct {
 		name   string
 		opts   []spamd.Option

@@ -153,7 +153,7 @@ func TestNoTrailingNewline(t *testing.T) {
 func TestHungReplicaDeadline(t *testing.T) {
 	srv := newServer(t)
 	srv.SetHung(true)
-	pool := newPool(t, []string{srv.Addr()}, health.WithEjectAfter(1), health.WithProbeOptions(health.WithInterval(time.Hour), health.WithFall(100)))
+	pool := newPool(t, []string{srv.Addr()}, health.WithEjectAfter(1), health.WithProbeOptions(health.WithProbeInterval(time.Hour), health.WithFall(100)))
 	f := newFilter(t, pool)
 	const timeout = 200 * time.Millisecond
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -176,7 +176,7 @@ func TestHungReplicaDeadline(t *testing.T) {
 func TestCancelClosesConnection(t *testing.T) {
 	srv := newServer(t)
 	srv.SetHung(true)
-	pool := newPool(t, []string{srv.Addr()}, health.WithEjectAfter(1), health.WithProbeOptions(health.WithInterval(time.Hour), health.WithFall(100)))
+	pool := newPool(t, []string{srv.Addr()}, health.WithEjectAfter(1), health.WithProbeOptions(health.WithProbeInterval(time.Hour), health.WithFall(100)))
 	f := newFilter(t, pool)
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
@@ -206,7 +206,7 @@ func TestDeadReplica(t *testing.T) {
 	srv := newServer(t)
 	dead := closedPort(t)
 	pool := newPool(t, []string{dead, srv.Addr()}, health.WithStrategy(health.OrderedFailover),
-		health.WithProbeOptions(health.WithInterval(time.Hour), health.WithFall(100)))
+		health.WithProbeOptions(health.WithProbeInterval(time.Hour), health.WithFall(100)))
 	f := newFilter(t, pool)
 	for i := range 10 {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -230,7 +230,7 @@ func TestHungReplicaEjected(t *testing.T) {
 	hung, ok := newServer(t), newServer(t)
 	hung.SetHung(true)
 	pool := newPool(t, []string{hung.Addr(), ok.Addr()}, health.WithStrategy(health.OrderedFailover), health.WithEjectAfter(1),
-		health.WithProbeOptions(health.WithInterval(time.Hour), health.WithFall(100)))
+		health.WithProbeOptions(health.WithProbeInterval(time.Hour), health.WithFall(100)))
 	f := newFilter(t, pool, spamd.WithTimeout(200*time.Millisecond))
 	var failed int
 	for range 10 {
@@ -257,7 +257,7 @@ func TestSpamdErrors(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			addr := fixedAnswer(t, tc.answer)
-			f := newFilter(t, newPool(t, []string{addr}, health.WithProbeOptions(health.WithInterval(time.Hour))))
+			f := newFilter(t, newPool(t, []string{addr}, health.WithProbeOptions(health.WithProbeInterval(time.Hour))))
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			_, err := f.Check(ctx, message(clean))
@@ -269,7 +269,7 @@ func TestSpamdErrors(t *testing.T) {
 }
 
 func TestNewRejectsBadOptions(t *testing.T) {
-	pool := newPool(t, []string{"127.0.0.1:1"}, health.WithProbeOptions(health.WithInterval(time.Hour)))
+	pool := newPool(t, []string{"127.0.0.1:1"}, health.WithProbeOptions(health.WithProbeInterval(time.Hour)))
 	for _, opt := range []spamd.Option{spamd.WithCommand(9), spamd.WithUser("a\r\nb"), spamd.WithMaxSize(0), spamd.WithTimeout(0), spamd.WithAttempts(0)} {
 		if _, err := spamd.New(pool, opt); err == nil || !strings.HasPrefix(err.Error(), "spamd: ") {
 			t.Errorf("New with a bad option: err = %v", err)

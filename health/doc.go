@@ -24,4 +24,19 @@
 // reported unhealthy. Deviation: the probe bounds the whole session with one
 // deadline, far shorter than the per-command timeouts of RFC 5321 section
 // 4.5.3.2, because a probe must answer within a load balancer's timeout.
+//
+// The other protocol probes are [ProbeFunc]s: [SMTPSession] and
+// [LMTPSession] (RFC 2033: 220, LHLO, QUIT), [SpamdPing] (SpamAssassin's
+// spamd protocol, "PING SPAMC/1.5" answered by "SPAMD/1.5 0 PONG"),
+// [RspamdPing] (rspamd's HTTP "GET /ping" answered by "pong"),
+// [HTTPStatus] (a 2xx status, RFC 9110), [DNSQuery] (RFC 1035: any answer
+// but SERVFAIL or REFUSED) and, for comparison only, [TCPConnect]. A
+// [Probe] runs one of them every interval under a deadline and keeps the
+// endpoint's state with HAProxy-style rise and fall thresholds.
+//
+// A [Pool] spreads requests over replicas of one backend (spamd, rspamd,
+// smarthosts) with a [Strategy] (least-outstanding, ordered failover,
+// random), takes a replica out of rotation when its probe fails or when
+// real traffic to it fails ([Pool.Done], passive ejection), and takes it
+// back only after its probe has succeeded rise times (seed 000).
 package health

@@ -46,3 +46,32 @@ func Example() {
 	// 503 {"status":"not ready","accepting":false,"delivering":true,"failing":{"queue":"spool not writable"}}
 	// 503 {"status":"draining","accepting":false,"delivering":false}
 }
+
+func ExamplePool() {
+	// A real program probes with the backend's protocol, for example
+	// health.SpamdPing(); this one reports every replica healthy.
+	healthy := func(context.Context, string) error { return nil }
+	p, err := health.NewPool("spamd", []string{"10.0.0.1:783", "10.0.0.2:783"}, healthy,
+		health.WithStrategy(health.OrderedFailover), health.WithEjectAfter(1))
+	if err != nil {
+		panic(err)
+	}
+	defer p.Close()
+
+	addr, _ := p.Pick()
+	fmt.Println("first:", addr)
+	// The caller dials addr and reports the outcome: this one failed.
+	p.Done(addr, fmt.Errorf("connection refused"))
+
+	addr, _ = p.Pick()
+	fmt.Println("then:", addr)
+	p.Done(addr, nil)
+	for _, e := range p.Endpoints() {
+		fmt.Println(e.Addr, "up:", e.Up)
+	}
+	// Output:
+	// first: 10.0.0.1:783
+	// then: 10.0.0.2:783
+	// 10.0.0.1:783 up: false
+	// 10.0.0.2:783 up: true
+}

@@ -184,7 +184,7 @@ func (h *Health) AddLiveness(name string, c Checker) {
 func (h *Health) SetDraining(on bool) { h.draining.Store(on) }
 
 // Registerer returns the registry served on /metrics, for other packages'
-// WithRegisterer options.
+// WithPoolRegisterer options.
 func (h *Health) Registerer() prometheus.Registerer { return h.cfg.registry }
 
 // Handler returns the HTTP handler serving /livez, /readyz and /metrics.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sluicemta/sluice/delivery"
+	"github.com/sluicemta/sluice/filter"
 	"github.com/sluicemta/sluice/maillog"
 	"github.com/sluicemta/sluice/queue"
 )
@@ -22,14 +23,21 @@ type Explainer interface {
 	Explain(ctx context.Context, rcpt, sender string) (*delivery.Explanation, error)
 }
 
+// FilterStatuser reports the state of filters; *filter.Chain implements
+// it.
+type FilterStatuser interface {
+	Status() []filter.FilterStatus
+}
+
 // Searcher searches the delivery log; *maillog.Log implements it.
 type Searcher interface {
 	Search(ctx context.Context, q maillog.Query) ([]delivery.Record, error)
 }
 
 var (
-	_ Explainer = (*delivery.Agent)(nil)
-	_ Searcher  = (*maillog.Log)(nil)
+	_ Explainer      = (*delivery.Agent)(nil)
+	_ FilterStatuser = (*filter.Chain)(nil)
+	_ Searcher       = (*maillog.Log)(nil)
 )
 
 // API is the admin HTTP API of a running sluice: the queue's operations,
@@ -205,6 +213,9 @@ func (a *API) flush(w http.ResponseWriter, r *http.Request) {
 type Explained struct {
 	Message    *queue.Info           `json:"message"`
 	Recipients []*ExplainedRecipient `json:"recipients"`
+	// Filters are the post-queue filters the next attempt runs first,
+	// with their circuit breakers.
+	Filters []filter.FilterStatus `json:"filters,omitempty"`
 }
 
 // ExplainedRecipient is one recipient of [Explained]: its queue state
@@ -226,6 +237,13 @@ func (a *API) explainID(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := &Explained{Message: info}
+	if a.cfg.filters != nil {
+		for _, f := range a.cfg.filters.Status() {
+			if f.Stage == filter.StagePostQueue {
+				out.Filters = append(out.Filters, f)
+			}
+		}
+	}
 	for _, rc := range info.Recipients {
 		er := &ExplainedRecipient{RecipientInfo: rc}
 		if rc.State != queue.StateDelivered && rc.State != queue.StateBounced {

@@ -6,6 +6,7 @@ import "log/slog"
 type Option func(*config)
 
 type config struct {
+	filters    FilterStatuser
 	explainer  Explainer
 	log        Searcher
 	rates      *Rates
@@ -47,3 +48,9 @@ func WithRates(r *Rates) Option { return func(c *config) { c.rates = r } }
 func WithComponents(f ComponentsFunc) Option {
 	return func(c *config) { c.components = append(c.components, f) }
 }
+
+// WithFilters shows the filters' circuit breakers in explain (the
+// post-queue ones decide whether a queued message is scanned or held by
+// a failure policy), usually the *filter.Chain the agent runs.
+// Default: nil.
+func WithFilters(f FilterStatuser) Option { return func(c *config) { c.filters = f } }

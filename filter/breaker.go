@@ -125,3 +125,35 @@ func (b *breaker) setLocked(to breakerState, opened bool) {
 		b.onChange(to, opened)
 	}
 }
+
+// FilterStatus is the state of one filter of a [Chain], for operators.
+type FilterStatus struct {
+	Name  string `json:"name"`
+	Stage Stage  `json:"-"`
+	// Breaker is "closed", "half-open" or "open"; "" when the filter has
+	// no circuit breaker.
+	Breaker string `json:"breaker,omitempty"`
+	// OpenedAt is when the breaker last opened, while it is open.
+	OpenedAt time.Time `json:"opened_at,omitzero"`
+}
+
+// Status returns the state of each filter, in the chain's order.
+func (c *Chain) Status() []FilterStatus {
+	if c == nil {
+		return nil
+	}
+	out := make([]FilterStatus, 0, len(c.filters))
+	for _, f := range c.filters {
+		st := FilterStatus{Name: f.name, Stage: f.at}
+		if b := f.breaker; b != nil {
+			b.mu.Lock()
+			st.Breaker = b.state.String()
+			if b.state != breakerClosed {
+				st.OpenedAt = b.openedAt
+			}
+			b.mu.Unlock()
+		}
+		out = append(out, st)
+	}
+	return out
+}

@@ -308,3 +308,6 @@ func (p *Pool) Close() error {
 	p.metrics.forget(p.name)
 	return nil
 }
+
+// Name returns the pool's name.
+func (p *Pool) Name() string { return p.name }

@@ -18,7 +18,6 @@ import (
 
 	"github.com/sluicemta/sluice"
 	"github.com/sluicemta/sluice/delivery"
-	"github.com/sluicemta/sluice/filter"
 	"github.com/sluicemta/sluice/smtp"
 )
 
@@ -179,7 +178,7 @@ type settings struct {
 	smtpTimeouts    smtpTimeoutSettings
 	gate            []gateSetting
 	filterBudget    time.Duration
-	filters         []filter.Option // the [[filter]] tables, built; nil: none
+	filters         []filterSpec // the [[filter]] tables; nil: none
 
 	spool              string
 	workers            int

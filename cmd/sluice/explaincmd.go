@@ -71,6 +71,17 @@ func runExplain(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	}
 	m := ex.Message
 	fmt.Fprintf(stdout, "message %s from %s, %s, %d attempts\n", m.ID, orNull(m.From), m.State, m.Attempts)
+	for _, f := range ex.Filters {
+		breaker := f.Breaker
+		if breaker == "" {
+			breaker = "none"
+		}
+		fmt.Fprintf(stdout, "post-queue filter %s: circuit breaker %s", f.Name, breaker)
+		if !f.OpenedAt.IsZero() {
+			fmt.Fprintf(stdout, " since %s (its failure policy applies)", f.OpenedAt.Format(time.RFC3339))
+		}
+		fmt.Fprintln(stdout)
+	}
 	for _, r := range ex.Recipients {
 		fmt.Fprintf(stdout, "\n%s: %s after %d attempts", r.Address, r.State, r.Attempts)
 		if r.LastReply != "" {

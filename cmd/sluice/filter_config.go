@@ -2,9 +2,12 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicemta/sluice"
 	"github.com/sluicemta/sluice/filter"
@@ -12,7 +15,10 @@ import (
 	"github.com/sluicemta/sluice/filter/dnsbl"
 	"github.com/sluicemta/sluice/filter/limit"
 	"github.com/sluicemta/sluice/filter/parse"
+	"github.com/sluicemta/sluice/filter/rspamd"
+	"github.com/sluicemta/sluice/filter/spamd"
 	"github.com/sluicemta/sluice/filter/suppress"
+	"github.com/sluicemta/sluice/health"
 )
 
 // filterConfig is one [[filter]]: a built-in filter, where it runs and
@@ -52,6 +58,19 @@ type filterConfig struct {
 	Zones         []string `toml:"zones"`
 	RejectScore   *int     `toml:"reject_score"`
 	TempfailScore *int     `toml:"tempfail_score"`
+	// spamd and rspamd: the replicas and their health-aware pool
+	Replicas      []string `toml:"replicas"`
+	Strategy      string   `toml:"strategy"`
+	ProbeInterval string   `toml:"probe_interval"`
+	Rise          *int     `toml:"rise"`
+	Fall          *int     `toml:"fall"`
+	EjectAfter    *int     `toml:"eject_after"`
+	MaxSize       *int64   `toml:"max_size"`
+	// spamd
+	SpamScore *float64 `toml:"spam_score"`
+	SpamdUser string   `toml:"spamd_user"`
+	// rspamd
+	PasswordFile string `toml:"password_file"`
 }
 
 // filterKeys are the type-specific keys of each filter type, as set in
@@ -62,6 +81,8 @@ var filterKeys = map[string][]string{
 	"limit":    {"rate", "burst", "daily", "max_accounts"},
 	"dkim":     {"keys", "sign", "sign_networks"},
 	"dnsbl":    {"resolver", "zones", "reject_score", "tempfail_score"},
+	"spamd":    {"replicas", "strategy", "probe_interval", "rise", "fall", "eject_after", "max_size", "spam_score", "spamd_user"},
+	"rspamd":   {"replicas", "strategy", "probe_interval", "rise", "fall", "eject_after", "max_size", "password_file"},
 }
 
 // setKeys returns the type-specific keys fc sets.
@@ -89,20 +110,60 @@ func (fc *filterConfig) setKeys() []string {
 	add(fc.Zones != nil, "zones")
 	add(fc.RejectScore != nil, "reject_score")
 	add(fc.TempfailScore != nil, "tempfail_score")
+	add(fc.Replicas != nil, "replicas")
+	add(fc.Strategy != "", "strategy")
+	add(fc.ProbeInterval != "", "probe_interval")
+	add(fc.Rise != nil, "rise")
+	add(fc.Fall != nil, "fall")
+	add(fc.EjectAfter != nil, "eject_after")
+	add(fc.MaxSize != nil, "max_size")
+	add(fc.SpamScore != nil, "spam_score")
+	add(fc.SpamdUser != "", "spamd_user")
+	add(fc.PasswordFile != "", "password_file")
 	return keys
 }
 
-// filters checks the [[filter]] tables and builds the filters (opening a
-// suppression file here, so its errors name the configuration line).
-func (v *validator) filters(fcs []filterConfig) []filter.Option {
+// filterSpec is one configured filter: built while the file is read (so
+// that, say, a suppression file's errors name the configuration line), or,
+// for a scanner whose replica pool runs probes, built by build when the
+// server starts, so that reading the file starts nothing.
+type filterSpec struct {
+	opt   filter.Option
+	build func(log *slog.Logger, reg prometheus.Registerer) (filter.Option, *health.Pool, error)
+}
+
+// buildFilters returns the chain's options, starting the replica pools of
+// the scanners; the caller closes the pools.
+func buildFilters(specs []filterSpec, log *slog.Logger, reg prometheus.Registerer) ([]filter.Option, []*health.Pool, error) {
 	var opts []filter.Option
+	var pools []*health.Pool
+	for _, sp := range specs {
+		if sp.build == nil {
+			opts = append(opts, sp.opt)
+			continue
+		}
+		o, p, err := sp.build(log, reg)
+		if err != nil {
+			for _, p := range pools {
+				p.Close()
+			}
+			return nil, nil, err
+		}
+		opts, pools = append(opts, o), append(pools, p)
+	}
+	return opts, pools, nil
+}
+
+// filters checks the [[filter]] tables and builds the filters.
+func (v *validator) filters(fcs []filterConfig) []filterSpec {
+	var opts []filterSpec
 	names := make(map[string]bool)
 	for i := range fcs {
 		fc := &fcs[i]
 		key := fmt.Sprintf("filter[%d]", i)
 		kinds, ok := filterKeys[fc.Type]
 		if !ok {
-			v.fail(key+".type", "unknown filter type %q (want parse, suppress, limit, dkim or dnsbl)", fc.Type)
+			v.fail(key+".type", "unknown filter type %q (want parse, suppress, limit, dkim, dnsbl, spamd or rspamd)", fc.Type)
 			continue
 		}
 		for _, k := range fc.setKeys() {
@@ -119,13 +180,115 @@ func (v *validator) filters(fcs []filterConfig) []filter.Option {
 			continue
 		}
 		names[name] = true
+		if fc.Type == "spamd" || fc.Type == "rspamd" {
+			build := v.scanner(key, name, fc)
+			fopts, ok := v.filterOptions(key, fc)
+			if build != nil && ok {
+				opts = append(opts, filterSpec{build: func(log *slog.Logger, reg prometheus.Registerer) (filter.Option, *health.Pool, error) {
+					f, pool, err := build(log, reg)
+					if err != nil {
+						return nil, nil, fmt.Errorf("filter %s: %w", name, err)
+					}
+					return filter.WithFilter(name, f, fopts...), pool, nil
+				}})
+			}
+			continue
+		}
 		f := v.builtinFilter(key, fc)
 		fopts, ok := v.filterOptions(key, fc)
 		if f != nil && ok {
-			opts = append(opts, filter.WithFilter(name, f, fopts...))
+			opts = append(opts, filterSpec{opt: filter.WithFilter(name, f, fopts...)})
 		}
 	}
 	return opts
+}
+
+// scanner checks the keys of a spamd or rspamd filter and returns the
+// function that starts its replica pool and builds it.
+func (v *validator) scanner(key, name string, fc *filterConfig) func(*slog.Logger, prometheus.Registerer) (filter.Filter, *health.Pool, error) {
+	n := len(v.errs)
+	if len(fc.Replicas) == 0 {
+		v.fail(key+".replicas", `missing: replicas = ["127.0.0.1:783", "unix:/run/spamd.sock", ...]`)
+	}
+	for _, r := range fc.Replicas {
+		if !strings.HasPrefix(r, "unix:/") {
+			v.hostPort(key+".replicas", r, false)
+		}
+	}
+	popts := []health.PoolOption{}
+	switch fc.Strategy {
+	case "", "least-outstanding":
+	case "failover":
+		popts = append(popts, health.WithStrategy(health.OrderedFailover))
+	case "random":
+		popts = append(popts, health.WithStrategy(health.Random))
+	default:
+		v.fail(key+".strategy", "bad strategy %q (want least-outstanding, failover or random)", fc.Strategy)
+	}
+	var probe []health.ProbeOption
+	if d := v.duration(key+".probe_interval", fc.ProbeInterval); d > 0 {
+		probe = append(probe, health.WithProbeInterval(d))
+	}
+	if r := v.positive(key+".rise", fc.Rise); r > 0 {
+		probe = append(probe, health.WithRise(r))
+	}
+	if f := v.positive(key+".fall", fc.Fall); f > 0 {
+		probe = append(probe, health.WithFall(f))
+	}
+	if e := v.positive(key+".eject_after", fc.EjectAfter); e > 0 {
+		popts = append(popts, health.WithEjectAfter(e))
+	}
+	maxSize := v.positive64(key+".max_size", fc.MaxSize)
+	replicas := append([]string(nil), fc.Replicas...)
+	if fc.Type == "spamd" {
+		var sopts []spamd.Option
+		if fc.SpamScore != nil {
+			sopts = append(sopts, spamd.WithRejectScore(*fc.SpamScore))
+		}
+		if fc.SpamdUser != "" {
+			sopts = append(sopts, spamd.WithUser(fc.SpamdUser))
+		}
+		if maxSize > 0 {
+			sopts = append(sopts, spamd.WithMaxSize(maxSize))
+		}
+		if len(v.errs) > n {
+			return nil
+		}
+		return func(log *slog.Logger, reg prometheus.Registerer) (filter.Filter, *health.Pool, error) {
+			pool, err := health.NewPool(name, replicas, health.SpamdPing(), append(popts, health.WithProbeOptions(probe...),
+				health.WithPoolLogger(log), health.WithPoolRegisterer(reg))...)
+			if err != nil {
+				return nil, nil, err
+			}
+			f, err := spamd.New(pool, sopts...)
+			if err != nil {
+				pool.Close()
+			}
+			return f, pool, err
+		}
+	}
+	var ropts []rspamd.Option
+	if fc.PasswordFile != "" {
+		ropts = append(ropts, rspamd.WithPassword(v.secret(key+".password_file", fc.PasswordFile)))
+	}
+	if maxSize > 0 {
+		ropts = append(ropts, rspamd.WithMaxSize(maxSize))
+	}
+	if len(v.errs) > n {
+		return nil
+	}
+	return func(log *slog.Logger, reg prometheus.Registerer) (filter.Filter, *health.Pool, error) {
+		pool, err := health.NewPool(name, replicas, health.RspamdPing(), append(popts, health.WithProbeOptions(probe...),
+			health.WithPoolLogger(log), health.WithPoolRegisterer(reg))...)
+		if err != nil {
+			return nil, nil, err
+		}
+		f, err := rspamd.New(pool, ropts...)
+		if err != nil {
+			pool.Close()
+		}
+		return f, pool, err
+	}
 }
 
 func contains(list []string, s string) bool {

@@ -5,14 +5,19 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluicemta/sluice/admin"
+	"github.com/sluicemta/sluice/filter/spamd/spamdtest"
 )
 
 func TestParseFilterConfigErrors(t *testing.T) {
@@ -25,7 +30,7 @@ func TestParseFilterConfigErrors(t *testing.T) {
 		name, toml, want string
 	}{
 		{"unknown type", "[[filter]]\ntype = \"spam\"\n",
-			`sluice.toml:2: filter[0].type: unknown filter type "spam" (want parse, suppress, limit, dkim or dnsbl)`},
+			`sluice.toml:2: filter[0].type: unknown filter type "spam" (want parse, suppress, limit, dkim, dnsbl, spamd or rspamd)`},
 		{"dkim without keys", "[[filter]]\ntype = \"dkim\"\n",
 			`sluice.toml:1: filter[0].keys: missing: a dkim filter needs keys = ["domain:selector:/path/key.pem", ...]`},
 		{"dkim key without a path", "[[filter]]\ntype = \"dkim\"\nkeys = [\"example.org:s1\"]\n",
@@ -203,5 +208,87 @@ func TestServeRunsConfiguredFilters(t *testing.T) {
 	case <-exited:
 	case <-time.After(40 * time.Second):
 		t.Fatal("serve did not exit")
+	}
+}
+
+// TestServeScansWithSpamd: a spamd filter configured with two replicas,
+// one of them hung, refuses GTUBE at the end of DATA and tags a clean
+// message, and the hung replica is ejected from the pool.
+func TestServeScansWithSpamd(t *testing.T) {
+	sink := newSink(t)
+	good, err := spamdtest.NewServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { good.Close() })
+	hung, err := spamdtest.NewServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hung.Close() })
+	hung.SetHung(true)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "sluice.toml")
+	doc := "[[filter]]\ntype = \"spamd\"\nreplicas = [\"" + hung.Addr() + "\", \"" + good.Addr() + "\"]\nstrategy = \"failover\"\n" +
+		"timeout = \"2s\"\nprobe_interval = \"100ms\"\nfall = 1\n"
+	if err := os.WriteFile(cfg, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	var log syncBuffer
+	exited := make(chan int, 1)
+	go func() {
+		exited <- run(ctx, []string{"serve", "--config", cfg, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
+			"--spool", filepath.Join(dir, "spool"), "--smarthost", sink.Addr(), "--hostname", "sluice.test"},
+			nil, io.Discard, &log)
+	}()
+	smtpAddr, httpAddr := listening(t, &log, exited)
+	// The hung replica is first in failover order: its probe takes it out.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(log.String(), `"pool":"spamd"`) || !strings.Contains(log.String(), hung.Addr()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the hung replica was not taken down within 10s:\n%s", log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	code, stdout, stderr := runCmd(t, spamdtest.GTUBE+"\n", "send", "--server", smtpAddr, "--from", "a@example.org",
+		"--to", "b@example.com", "--subject", "spam", "--body", "-")
+	if code == exitOK || !strings.Contains(stdout+stderr, "550 5.7.1") {
+		t.Errorf("send GTUBE: exit %d, stdout %q, stderr %q; want a 550 5.7.1 refusal", code, stdout, stderr)
+	}
+	if code, stdout, stderr = runCmd(t, "hello\n", "send", "--server", smtpAddr, "--from", "a@example.org",
+		"--to", "b@example.com", "--subject", "ham", "--body", "-"); code != exitOK {
+		t.Fatalf("send a clean message: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	wctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := sink.WaitFor(wctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if m := sink.Messages()[0]; !strings.Contains(string(m.Data), "X-Spam-Flag: NO") {
+		t.Errorf("clean message lacks the X-Spam-Flag header:\n%s", m.Data)
+	}
+	// The status API shows the breaker and both replicas.
+	resp, err := http.Get("http://" + httpAddr + "/api/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st admin.Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"breaker spamd": "closed", "replica spamd " + hung.Addr(): "down", "replica spamd " + good.Addr(): "up"}
+	for _, c := range st.Components {
+		if w, ok := want[c.Kind+" "+c.Name]; ok {
+			if c.State != w {
+				t.Errorf("component %s %s is %s, want %s", c.Kind, c.Name, c.State, w)
+			}
+			delete(want, c.Kind+" "+c.Name)
+		}
+	}
+	if len(want) > 0 {
+		t.Errorf("status lacks components %v: %+v", want, st.Components)
 	}
 }

@@ -197,7 +197,16 @@ func serve(ctx context.Context, s *settings, log *slog.Logger) error {
 		return err
 	}
 	defer q.Close()
-	chain, err := filter.New(append(s.filters, filter.WithLogger(log), filter.WithRegisterer(reg))...)
+	fopts, pools, err := buildFilters(s.filters, log, reg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, p := range pools {
+			p.Close()
+		}
+	}()
+	chain, err := filter.New(append(fopts, filter.WithLogger(log), filter.WithRegisterer(reg))...)
 	if err != nil {
 		return err
 	}
@@ -217,7 +226,8 @@ func serve(ctx context.Context, s *settings, log *slog.Logger) error {
 	}
 	defer agent.Close()
 	aopts := []admin.Option{admin.WithExplainer(agent), admin.WithToken(s.adminToken), admin.WithLogger(log),
-		admin.WithRates(rates), admin.WithComponents(readinessComponents(h))}
+		admin.WithRates(rates), admin.WithComponents(readinessComponents(h)), admin.WithFilters(chain),
+		admin.WithComponents(filterComponents(chain, pools))}
 	if mlog != nil {
 		aopts = append(aopts, admin.WithDeliveryLog(mlog))
 	}
@@ -334,6 +344,38 @@ func readinessComponents(h *health.Health) admin.ComponentsFunc {
 		slices.Sort(names)
 		for _, n := range names {
 			cs = append(cs, admin.Component{Kind: "check", Name: n, State: "failing", Detail: rd.Failing[n]})
+		}
+		return cs
+	}
+}
+
+// filterComponents shows the filters' circuit breakers and the replicas of
+// the scanners' pools on the status page.
+func filterComponents(chain *filter.Chain, pools []*health.Pool) admin.ComponentsFunc {
+	return func(context.Context) []admin.Component {
+		var cs []admin.Component
+		for _, f := range chain.Status() {
+			if f.Breaker == "" {
+				continue
+			}
+			c := admin.Component{Kind: "breaker", Name: f.Name, State: f.Breaker}
+			if !f.OpenedAt.IsZero() {
+				c.Detail = "opened " + f.OpenedAt.Format(time.RFC3339)
+			}
+			cs = append(cs, c)
+		}
+		for _, p := range pools {
+			for _, e := range p.Endpoints() {
+				c := admin.Component{Kind: "replica", Name: p.Name() + " " + e.Addr, State: "up",
+					Detail: fmt.Sprintf("%d outstanding", e.Outstanding)}
+				if !e.Up {
+					c.State = "down"
+					if e.Err != nil {
+						c.Detail = e.Err.Error()
+					}
+				}
+				cs = append(cs, c)
+			}
 		}
 		return cs
 	}

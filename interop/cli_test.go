@@ -5,6 +5,7 @@ package interop
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -196,6 +197,16 @@ pool = "sink"
 		return s == struct{ Pending, Deferred, Held, InFlight int }{}
 	}) {
 		t.Error("the queue is not empty after bounce and delete")
+	}
+	// probe speaks SMTP to the daemon's listener, with monitoring exit codes.
+	out, err := exec.CommandContext(ctx, sluiceBin, "probe", "--json", srv.smtpAddr).Output()
+	var pr struct{ Status, Proto, Addr string }
+	if err != nil || json.Unmarshal(out, &pr) != nil || pr.Status != "OK" || pr.Proto != "smtp" || pr.Addr != srv.smtpAddr {
+		t.Errorf("probe of the daemon: %v %s", err, out)
+	}
+	var ee *exec.ExitError
+	if _, err := exec.CommandContext(ctx, sluiceBin, "probe", "--timeout", "500ms", "--proto", "spamd", srv.smtpAddr).Output(); !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Errorf("spamd probe of an SMTP server: %v, want exit status 2 (critical)", err)
 	}
 	if out, err := exec.CommandContext(ctx, sluiceBin, "queue", "stats", "--api", "127.0.0.1:1").CombinedOutput(); err == nil ||
 		!strings.Contains(string(out), "is sluice serve running?") {

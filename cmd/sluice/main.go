@@ -7,6 +7,7 @@
 //	sluice queue list|show|stats|hold|release|delete|requeue|bounce|flush [--api ADDR | --spool DIR] [...]
 //	sluice explain [--api ADDR] ID | --rcpt ADDR [--sender ADDR]
 //	sluice log [--api ADDR] [--rcpt ADDR] [--sender ADDR] [--id ID] [--result R] [--since T] [--until T]
+//	sluice probe [--proto smtp|lmtp|spamd|rspamd|http|dns|tcp] [--timeout D] [--warning D] HOST:PORT
 //	sluice version
 //	sluice help [COMMAND]
 //
@@ -62,6 +63,7 @@ func commands() map[string]command {
 		"queue":   {"inspect and manage the queue", runQueue},
 		"explain": {"tell what delivery would do with a queued message or an address", runExplain},
 		"log":     {"search the delivery log", runLog},
+		"probe":   {"check a server by speaking its protocol (exit 0 ok, 1 warning, 2 critical)", runProbe},
 		"version": {"print the version", runVersion},
 	}
 }

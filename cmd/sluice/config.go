@@ -31,6 +31,7 @@ type fileConfig struct {
 	Queue    queueConfig    `toml:"queue"`
 	Delivery deliveryConfig `toml:"delivery"`
 	HTTP     httpConfig     `toml:"http"`
+	Alerts   alertsConfig   `toml:"alerts"`
 	Log      logConfig      `toml:"log"`
 	Filters  []filterConfig `toml:"filter"`
 }
@@ -214,6 +215,7 @@ type settings struct {
 	httpListen   string
 	adminToken   string        // bearer token of the admin API; "" for none
 	lameDuck     time.Duration // not ready but serving, before the listeners close
+	alerts       alertSettings
 	logLevel     slog.Level
 	logFormat    string
 	deliveryFile *string // the delivery log; nil: in the spool, "": none
@@ -470,6 +472,7 @@ func (v *validator) settings(fc *fileConfig) *settings {
 		logFormat:    v.logFormat("log.format", fc.Log.Format),
 		deliveryFile: fc.Log.DeliveryFile,
 		lameDuck:     v.duration("http.lame_duck", fc.HTTP.LameDuck),
+		alerts:       v.alerts(&fc.Alerts),
 	}
 	if fc.HTTP.TokenFile != "" {
 		if s.adminToken = v.secret("http.token_file", fc.HTTP.TokenFile); s.adminToken == "" && len(v.errs) == 0 {

@@ -235,6 +235,10 @@ func serve(ctx context.Context, s *settings, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	watcher, err := newWatcher(s.alerts, q, s.spool, log, reg)
+	if err != nil {
+		return err
+	}
 	reloadDone := make(chan struct{})
 	defer func() { <-reloadDone }()
 	reloadCtx, stopReload := context.WithCancel(ctx)
@@ -278,6 +282,11 @@ func serve(ctx context.Context, s *settings, log *slog.Logger) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watchDone := make(chan struct{})
+	go func() { defer close(watchDone); watcher.Run(watchCtx) }()
+	defer func() { stopWatch(); <-watchDone }()
 
 	queueDone := make(chan error, 1)
 	go func() { queueDone <- q.Serve(agent) }()

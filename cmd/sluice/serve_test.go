@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -256,4 +257,82 @@ func refuseAll(t *testing.T) string {
 	})
 	t.Cleanup(func() { l.Close(); wg.Wait() })
 	return l.Addr().String()
+}
+
+// TestAlertsReachWebhook: a queue-depth rule of [alerts] fires exactly one
+// alert to the webhook when the queue stays over its threshold for the
+// rule's periods, with the webhook's token, and one "resolved" notice once
+// the queue is drained.
+func TestAlertsReachWebhook(t *testing.T) {
+	var mu sync.Mutex
+	var got []health.Alert
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var a health.Alert
+		if r.Header.Get("Authorization") != "Bearer hook-secret" || json.NewDecoder(r.Body).Decode(&a) != nil {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		got = append(got, a)
+		mu.Unlock()
+	}))
+	t.Cleanup(hook.Close)
+	alerts := func() []health.Alert { mu.Lock(); defer mu.Unlock(); return append([]health.Alert(nil), got...) }
+
+	dir := t.TempDir()
+	token := filepath.Join(dir, "hook.token")
+	os.WriteFile(token, []byte("hook-secret\n"), 0o600)
+	conf := filepath.Join(dir, "sluice.toml")
+	doc := "[alerts]\ninterval = \"50ms\"\nwebhook = \"" + hook.URL + "\"\nwebhook_token_file = \"" + token + "\"\n" +
+		"[[alerts.rule]]\nname = \"backlog\"\nmetric = \"queue_depth\"\nthreshold = 1.0\nperiods = 3\nresolve_periods = 2\n"
+	if err := os.WriteFile(conf, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	var log syncBuffer
+	exited := make(chan int, 1)
+	go func() {
+		exited <- run(ctx, []string{"serve", "--config", conf, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
+			"--spool", filepath.Join(dir, "spool"), "--smarthost", refuseAll(t), "--hostname", "sluice.test"}, nil, io.Discard, &log)
+	}()
+	t.Cleanup(func() { stop(); <-exited })
+	smtpAddr, httpAddr := listening(t, &log, exited)
+	var ids []string
+	for i := range 2 {
+		code, stdout, stderr := runCmd(t, "hi\n", "send", "--server", smtpAddr, "--from", "a@example.org",
+			"--to", "b@example.net", "--subject", fmt.Sprint("m", i), "--body", "-")
+		if code != exitOK {
+			t.Fatalf("send: %d %q %q", code, stdout, stderr)
+		}
+		ids = append(ids, strings.Fields(stdout)[len(strings.Fields(stdout))-1])
+	}
+	waitAlerts := func(what string, n int) []health.Alert {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for len(alerts()) < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: webhook got %+v, want %d alerts\n%s", what, alerts(), n, log.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return alerts()
+	}
+	a := waitAlerts("queue over its threshold", 1)[0]
+	if a.Rule != "backlog" || a.State != health.StateFiring || a.Value != 2 || a.Periods != 3 {
+		t.Errorf("alert %+v, want backlog firing at 2 queued", a)
+	}
+	for _, id := range ids {
+		if code, _, stderr := runCmd(t, "", "queue", "delete", "--api", httpAddr, id); code != exitOK {
+			t.Fatalf("delete %s: %s", id, stderr)
+		}
+	}
+	all := waitAlerts("queue drained", 2)
+	if r := all[1]; r.State != health.StateResolved || r.ID != a.ID {
+		t.Errorf("second notice %+v, want the resolution of %s", r, a.ID)
+	}
+	// Still drained: no further notice for a while of periods (ten ticks).
+	time.Sleep(500 * time.Millisecond)
+	if n := len(alerts()); n != 2 {
+		t.Errorf("webhook got %d notices, want exactly 2: %+v", n, alerts())
+	}
 }

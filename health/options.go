@@ -141,6 +141,7 @@ type poolConfig struct {
 	strategy   Strategy
 	ejectAfter int
 	probeOpts  []ProbeOption
+	noFirst    bool // skip the first check in NewPool
 	logger     *slog.Logger
 	registerer prometheus.Registerer
 }
@@ -197,3 +198,19 @@ func WithPoolLogger(l *slog.Logger) PoolOption { return func(c *poolConfig) { c.
 func WithPoolRegisterer(r prometheus.Registerer) PoolOption {
 	return func(c *poolConfig) { c.registerer = r }
 }
+
+// probeConfig returns the probe settings of the pool's options.
+func (c *poolConfig) probeConfig() probeConfig {
+	pc := defaultProbeConfig()
+	for _, o := range c.probeOpts {
+		o(&pc)
+	}
+	return pc
+}
+
+// WithFirstCheck sets whether [NewPool] checks every endpoint once before
+// it returns and starts the failing ones down. Turn it off to start every
+// endpoint up, for example when the probes cannot reach endpoints that
+// real traffic can.
+// Default: true.
+func WithFirstCheck(on bool) PoolOption { return func(c *poolConfig) { c.noFirst = !on } }

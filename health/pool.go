@@ -94,6 +94,11 @@ type member struct {
 // NewPool returns a pool called name (used in logs and metric labels, so
 // unique per registry) of the given endpoints, each checked by check, and
 // starts the probes. Call [Pool.Close] to stop them.
+//
+// Before it returns, NewPool checks every endpoint once, all at the same
+// time, within the probe deadline, and starts the ones that fail down: a
+// replica that is dead or hung when the pool starts never gets the first
+// burst of requests, each of which would wait for its caller's timeout.
 func NewPool(name string, endpoints []string, check ProbeFunc, opts ...PoolOption) (*Pool, error) {
 	cfg := defaultPoolConfig()
 	for _, o := range opts {
@@ -120,10 +125,29 @@ func NewPool(name string, endpoints []string, check ProbeFunc, opts ...PoolOptio
 		metrics.up.WithLabelValues(name, addr).Set(1)
 		metrics.outstanding.WithLabelValues(name, addr).Set(0)
 	}
+	if !cfg.noFirst {
+		p.firstCheck(check)
+	}
 	for _, m := range p.members {
 		m.probe.Start()
 	}
 	return p, nil
+}
+
+// firstCheck checks every endpoint once, in parallel, and takes down the
+// ones that fail.
+func (p *Pool) firstCheck(check ProbeFunc) {
+	var wg sync.WaitGroup
+	for _, m := range p.members {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), p.cfg.probeConfig().deadline)
+			defer cancel()
+			if err := check(ctx, m.addr); err != nil {
+				m.probe.MarkDown(fmt.Errorf("first check: %w", err))
+			}
+		})
+	}
+	wg.Wait()
 }
 
 func validatePool(name string, endpoints []string, check ProbeFunc, cfg *poolConfig) error {

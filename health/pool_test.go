@@ -88,13 +88,39 @@ func TestPoolEjectsAndTakesBack(t *testing.T) {
 	}
 }
 
+// TestPoolFirstCheck: a pool checks its replicas before it returns, so a
+// replica dead or hung at start never gets a request, and a healthy one
+// is up at once.
+func TestPoolFirstCheck(t *testing.T) {
+	healthy, dead, hung := newPingServer(t, "tcp").addr, closedPort(t), silentListener(t)
+	start := time.Now()
+	p, err := NewPool("spamd", []string{dead, hung, healthy}, SpamdPing(), WithStrategy(OrderedFailover),
+		WithProbeOptions(WithProbeDeadline(300*time.Millisecond), WithProbeInterval(time.Hour)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("NewPool took %v, want about the probe deadline", took)
+	}
+	st := p.Endpoints()
+	if st[0].Up || st[1].Up || !st[2].Up {
+		t.Errorf("states after NewPool: %+v, want dead and hung down, healthy up", st)
+	}
+	for range 10 {
+		if addr, err := p.Pick(); err != nil || addr != healthy {
+			t.Fatalf("Pick = %s, %v; want only %s", addr, err, healthy)
+		}
+	}
+}
+
 // TestPoolDeadReplica: a replica whose port is closed is ejected by the
 // errors of real traffic (before its probe's fall count), and traffic
 // continues on the healthy one.
 func TestPoolDeadReplica(t *testing.T) {
 	healthy, dead := newPingServer(t, "tcp").addr, closedPort(t)
 	const ejectAfter = 2
-	p, err := NewPool("spamd", []string{dead, healthy}, SpamdPing(), WithStrategy(OrderedFailover),
+	p, err := NewPool("spamd", []string{dead, healthy}, SpamdPing(), WithStrategy(OrderedFailover), WithFirstCheck(false),
 		WithEjectAfter(ejectAfter), WithProbeOptions(WithFall(1000), WithProbeInterval(time.Hour)))
 	if err != nil {
 		t.Fatal(err)
@@ -337,7 +363,7 @@ func TestPoolCloseStopsProbes(t *testing.T) {
 		<-ctx.Done()
 		return ctx.Err()
 	}
-	p, err := NewPool("hung", []string{"a:1", "b:1", "c:1", "d:1", "e:1"}, hang, WithProbeOptions(WithProbeDeadline(time.Hour)))
+	p, err := NewPool("hung", []string{"a:1", "b:1", "c:1", "d:1", "e:1"}, hang, WithFirstCheck(false), WithProbeOptions(WithProbeDeadline(time.Hour)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,7 +38,7 @@ func message(body string) *filter.Message {
 
 func newPool(t *testing.T, addrs []string, opts ...health.PoolOption) *health.Pool {
 	t.Helper()
-	p, err := health.NewPool("rspamd", addrs, health.RspamdPing(), opts...)
+	p, err := health.NewPool("rspamd", addrs, health.RspamdPing(), append([]health.PoolOption{health.WithFirstCheck(false)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,7 +45,7 @@ func newServer(t *testing.T) *spamdtest.Server {
 
 func newPool(t *testing.T, addrs []string, opts ...health.PoolOption) *health.Pool {
 	t.Helper()
-	p, err := health.NewPool("spamd", addrs, health.SpamdPing(), opts...)
+	p, err := health.NewPool("spamd", addrs, health.SpamdPing(), append([]health.PoolOption{health.WithFirstCheck(false)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sluicemta/sluice"
 	"github.com/sluicemta/sluice/filter"
 	"github.com/sluicemta/sluice/queue"
@@ -92,6 +94,15 @@ func New(dsn Enqueuer, opts ...Option) (*Agent, error) {
 	}
 	a.routes.Store(routes)
 	a.replyRules.Store(&cfg.replyRules)
+	if cfg.registerer != nil {
+		err := cfg.registerer.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "sluice_delivery_dns_failures_total",
+			Help: "DNS lookups that no resolver answered (timeouts, SERVFAIL, REFUSED; NXDOMAIN is an answer).",
+		}, func() float64 { return float64(a.DNSFailures()) }))
+		if err != nil {
+			return nil, fmt.Errorf("delivery: register metrics: %w", err)
+		}
+	}
 	return a, nil
 }
 
@@ -179,6 +190,11 @@ func (a *Agent) SetRoutes(r *Routes) {
 	}
 	a.routes.Store(r)
 }
+
+// DNSFailures returns the number of DNS lookups that no resolver answered
+// (timeouts, SERVFAIL, REFUSED; an NXDOMAIN is an answer), since New.
+// Watch how fast it grows: a failing resolver defers all MX mail.
+func (a *Agent) DNSFailures() uint64 { return a.dns.failures.Load() }
 
 // Close closes the idle connections kept for reuse; sessions in progress
 // finish and close theirs. It is idempotent, and the agent keeps

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -28,9 +29,10 @@ const (
 // the answer is truncated, and caches answers for their TTL. It is safe
 // for concurrent use.
 type resolver struct {
-	servers []string
-	timeout time.Duration // per query to one server
-	cache   *dnsCache     // nil: no caching
+	servers  []string
+	timeout  time.Duration // per query to one server
+	cache    *dnsCache     // nil: no caching
+	failures atomic.Uint64 // lookups no server answered (NXDOMAIN is an answer)
 }
 
 // lookup returns the answer records of type qtype for name; an empty
@@ -77,6 +79,9 @@ func (r *resolver) lookup(ctx context.Context, name string, qtype uint16) ([]dns
 		if ctx.Err() != nil {
 			break
 		}
+	}
+	if ctx.Err() == nil { // a lookup cut short says nothing about the resolvers
+		r.failures.Add(1)
 	}
 	return nil, lastErr
 }

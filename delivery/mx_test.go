@@ -1,11 +1,13 @@
 package delivery_test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicemta/sluice"
 	"github.com/sluicemta/sluice/delivery"
@@ -187,5 +189,23 @@ func TestMXInternationalizedDomain(t *testing.T) {
 	}
 	if got := sink.Messages()[0].To[0]; got != "b@bücher.test" {
 		t.Errorf("RCPT %q, want the address as given", got)
+	}
+}
+
+// DNSFailures counts lookups no resolver answered, not NXDOMAIN, and is a
+// metric.
+func TestDNSFailuresCounted(t *testing.T) {
+	srv := newDNS(t, "ok.test. 60 IN MX 10 mx.ok.test.", "mx.ok.test. 60 IN A 127.0.0.1")
+	srv.SetRcode("broken.test.", dns.RcodeServerFailure)
+	reg := prometheus.NewRegistry()
+	e := newAgent(t, delivery.WithResolvers(srv.Addr()), delivery.WithRegisterer(reg), delivery.WithDNSCache(0))
+	for _, d := range []string{"ok.test", "missing.test", "broken.test", "broken.test"} {
+		e.agent.Explain(context.Background(), "x@"+d, "")
+	}
+	if got := e.agent.DNSFailures(); got != 2 {
+		t.Errorf("DNSFailures = %d, want 2 (the SERVFAILs, not the NXDOMAIN)", got)
+	}
+	if got := metricValue(t, reg, "sluice_delivery_dns_failures_total", "", ""); got != 2 {
+		t.Errorf("sluice_delivery_dns_failures_total = %v, want 2", got)
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sluicemta/sluice/delivery"
 	"github.com/sluicemta/sluice/health"
 	"github.com/sluicemta/sluice/queue"
 )
@@ -45,6 +46,7 @@ var alertMetrics = map[string]string{
 	"heap_bytes":         "Go heap in use",
 	"disk_free":          "free fraction of the spool's file system",
 	"disk_free_bytes":    "free bytes on the spool's file system",
+	"dns_failures":       "DNS lookups no resolver answered, per interval",
 }
 
 // alertSettings is the checked [alerts].
@@ -95,7 +97,7 @@ func (v *validator) alerts(c *alertsConfig) alertSettings {
 		}
 		names[rc.Name] = true
 		if _, ok := alertMetrics[rc.Metric]; !ok {
-			v.fail(key+".metric", "unknown metric %q (want one of queue_depth, queue_age, domain_queue_depth, domain_queue_age, open_files, rss_bytes, heap_bytes, disk_free, disk_free_bytes)", rc.Metric)
+			v.fail(key+".metric", "unknown metric %q (want one of queue_depth, queue_age, domain_queue_depth, domain_queue_age, open_files, rss_bytes, heap_bytes, disk_free, disk_free_bytes, dns_failures)", rc.Metric)
 		}
 		if rc.Threshold == nil {
 			v.fail(key+".threshold", "missing")
@@ -127,7 +129,7 @@ func withDefaultRules(rules []alertRule) []alertRule {
 
 // newWatcher builds the watcher of the alert settings over the running
 // queue.
-func newWatcher(a alertSettings, q *queue.Queue, spool string, log *slog.Logger, reg prometheus.Registerer) (*health.Watcher, error) {
+func newWatcher(a alertSettings, q *queue.Queue, agent *delivery.Agent, spool string, log *slog.Logger, reg prometheus.Registerer) (*health.Watcher, error) {
 	var rules []health.Rule
 	for _, r := range withDefaultRules(a.rules) {
 		hr := health.Rule{Name: r.name, Threshold: r.threshold, Below: r.below, Periods: r.periods, ResolvePeriods: r.resolvePeriods}
@@ -148,6 +150,8 @@ func newWatcher(a alertSettings, q *queue.Queue, spool string, log *slog.Logger,
 			hr.Sample = health.DiskFreeRatio(spool)
 		case "disk_free_bytes":
 			hr.Sample = health.DiskFreeBytes(spool)
+		case "dns_failures":
+			hr.Sample = health.Delta(func(context.Context) (float64, error) { return float64(agent.DNSFailures()), nil })
 		}
 		rules = append(rules, hr)
 	}

@@ -235,7 +235,7 @@ func serve(ctx context.Context, s *settings, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	watcher, err := newWatcher(s.alerts, q, s.spool, log, reg)
+	watcher, err := newWatcher(s.alerts, q, agent, s.spool, log, reg)
 	if err != nil {
 		return err
 	}

@@ -40,7 +40,8 @@ type Agent struct {
 	routes atomic.Pointer[Routes] // never nil after New
 	// replyRules are the rules of SetReplyRules; nil or empty for none.
 	replyRules atomic.Pointer[[]ReplyRule]
-	metrics    *metrics // nil without a Registerer
+	probes     poolProbes // of the pools with a ProbeInterval
+	metrics    *metrics   // nil without a Registerer
 	log        *slog.Logger
 }
 
@@ -93,6 +94,7 @@ func New(dsn Enqueuer, opts ...Option) (*Agent, error) {
 		log:     cfg.logger.With("component", "delivery"),
 	}
 	a.routes.Store(routes)
+	a.probes.sync(routes, cfg.hostname, a)
 	a.replyRules.Store(&cfg.replyRules)
 	if cfg.registerer != nil {
 		err := cfg.registerer.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -189,6 +191,7 @@ func (a *Agent) SetRoutes(r *Routes) {
 		r = r.withSmarthost(a.cfg.smarthost)
 	}
 	a.routes.Store(r)
+	a.probes.sync(r, a.cfg.hostname, a)
 }
 
 // DNSFailures returns the number of DNS lookups that no resolver answered
@@ -196,10 +199,11 @@ func (a *Agent) SetRoutes(r *Routes) {
 // Watch how fast it grows: a failing resolver defers all MX mail.
 func (a *Agent) DNSFailures() uint64 { return a.dns.failures.Load() }
 
-// Close closes the idle connections kept for reuse; sessions in progress
-// finish and close theirs. It is idempotent, and the agent keeps
+// Close closes the idle connections kept for reuse and stops the probes of
+// pool hosts; sessions in progress finish and close theirs. It is idempotent, and the agent keeps
 // working, without reusing connections.
 func (a *Agent) Close() error {
+	a.probes.close()
 	a.shaper.closeAll()
 	return nil
 }

@@ -3,6 +3,8 @@ package delivery
 import (
 	"context"
 	"fmt"
+	"net"
+	"strconv"
 	"time"
 
 	"github.com/sluicemta/sluice"
@@ -43,9 +45,12 @@ type ExplainedHop struct {
 	Address    string `json:"address"`
 	Preference int    `json:"preference"`
 	// Dead is set while the address is skipped after a failure to reach
-	// it; Suspect while a connection waits for its greeting too long.
+	// it; Suspect while a connection waits for its greeting too long;
+	// Down while the pool's probes say the host does not answer (it is
+	// tried after the others).
 	Dead    bool `json:"dead,omitempty"`
 	Suspect bool `json:"suspect,omitempty"`
+	Down    bool `json:"down,omitempty"`
 }
 
 // ExplainedShaping is the limits in force on a destination.
@@ -102,8 +107,12 @@ func (a *Agent) Explain(ctx context.Context, rcpt, sender string) (*Explanation,
 	e.SourceIP, e.Helo, e.TLS, e.Destination = t.pol.source, t.pol.helo, t.pol.tls.String(), t.dest.key
 	after := a.cfg.timeouts.Greeting / 4
 	for _, h := range t.hops {
-		e.Hops = append(e.Hops, ExplainedHop{Name: h.name, Address: h.addr.String(), Preference: h.pref,
-			Dead: a.shaper.isDead(h.addr), Suspect: a.shaper.suspect(h.addr, after)})
+		xh := ExplainedHop{Name: h.name, Address: h.addr.String(), Preference: h.pref,
+			Dead: a.shaper.isDead(h.addr), Suspect: a.shaper.suspect(h.addr, after)}
+		if p := g.pool; p != nil && p.ProbeInterval > 0 {
+			xh.Down = a.probes.down(p, net.JoinHostPort(h.name, strconv.Itoa(int(h.addr.Port()))))
+		}
+		e.Hops = append(e.Hops, xh)
 	}
 	e.Limits, e.State = t.dest.explain()
 	return e, nil

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -181,10 +182,14 @@ func (a *Agent) resolveAddrs(ctx context.Context, name string) ([]netip.Addr, er
 func (a *Agent) poolRoute(ctx context.Context, p *Pool) ([]hop, error) {
 	var hops []hop
 	var lastErr error
-	for i, h := range p.order() {
+	hosts := p.order()
+	for i, h := range hosts {
 		pref := i // failover: an order, not a choice
 		if p.Strategy == Spread {
 			pref = 0
+		}
+		if p.ProbeInterval > 0 && a.probes.down(p, h.Addr) {
+			pref += len(hosts) // after every healthy host, in the same order
 		}
 		host, portStr, _ := net.SplitHostPort(h.Addr) // validated by NewRoutes
 		port, _ := strconv.Atoi(portStr)
@@ -197,6 +202,8 @@ func (a *Agent) poolRoute(ctx context.Context, p *Pool) ([]hop, error) {
 		}
 	}
 	if len(hops) > 0 {
+		// Hosts the probes mark down go last, the order otherwise kept.
+		slices.SortStableFunc(hops, func(x, y hop) int { return x.pref - y.pref })
 		return hops, nil
 	}
 	return nil, sluice.NewReply(451, sluice.EnhancedCode{4, 4, 3}, "cannot resolve the hosts of pool %s: %v", p.Name, lastErr)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/sluicemta/sluice"
 )
@@ -89,6 +90,14 @@ type Pool struct {
 	// Egress is the source address and EHLO name of the pool's sessions;
 	// it overrides the route's.
 	Egress Egress
+	// ProbeInterval, when positive, has each host probed by speaking the
+	// pool's protocol (220 greeting, EHLO or LHLO, QUIT) at this interval
+	// (seed 000: an open port is not a working relay). A host the probes
+	// mark down (after three failures, up after two successes) is tried
+	// after the healthy ones, so mail flows to the healthy hosts without
+	// first waiting for a dead one's timeouts. Zero means no probes: only
+	// real sessions tell, through the dead-host memory.
+	ProbeInterval time.Duration
 }
 
 // Route sends the recipients whose domain matches Domain (and, if set,
@@ -176,6 +185,9 @@ func checkPool(p *Pool) error {
 	}
 	if p.Username != "" && p.TLS == TLSNone {
 		return errors.New("AUTH needs TLS: the policy must not be none")
+	}
+	if p.ProbeInterval < 0 {
+		return fmt.Errorf("negative probe interval %v", p.ProbeInterval)
 	}
 	return checkEgress(p.Egress)
 }

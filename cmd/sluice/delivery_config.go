@@ -43,16 +43,17 @@ type replyConfig struct {
 
 // poolConfig is one [[delivery.pool]]: relays or LMTP servers.
 type poolConfig struct {
-	Name         string   `toml:"name"`
-	Hosts        []string `toml:"hosts"`
-	Weights      []int    `toml:"weights"`
-	Strategy     string   `toml:"strategy"`
-	Transport    string   `toml:"transport"`
-	TLS          string   `toml:"tls"`
-	Username     string   `toml:"username"`
-	PasswordFile string   `toml:"password_file"`
-	SourceIP     string   `toml:"source_ip"`
-	Helo         string   `toml:"helo"`
+	Name          string   `toml:"name"`
+	Hosts         []string `toml:"hosts"`
+	Weights       []int    `toml:"weights"`
+	Strategy      string   `toml:"strategy"`
+	Transport     string   `toml:"transport"`
+	TLS           string   `toml:"tls"`
+	Username      string   `toml:"username"`
+	PasswordFile  string   `toml:"password_file"`
+	SourceIP      string   `toml:"source_ip"`
+	Helo          string   `toml:"helo"`
+	ProbeInterval string   `toml:"probe_interval"`
 }
 
 // routeConfig is one [[delivery.route]].
@@ -244,6 +245,7 @@ func (v *validator) pool(key string, c *poolConfig) delivery.Pool {
 	}
 	p.TLS = v.tlsPolicy(key+".tls", c.TLS)
 	p.Egress = v.egress(key, c.SourceIP, c.Helo)
+	p.ProbeInterval = v.duration(key+".probe_interval", c.ProbeInterval)
 	if c.Username != "" {
 		if p.TLS == delivery.TLSNone {
 			v.fail(key+".tls", "username set: AUTH is only sent over TLS")

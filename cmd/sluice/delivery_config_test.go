@@ -106,6 +106,7 @@ username = "sluice"
 password_file = "` + pass + `"
 source_ip = "192.0.2.10"
 helo = "out1.example.org"
+probe_interval = "5s"
 
 [[delivery.pool]]
 name = "mailstore"
@@ -156,7 +157,7 @@ fallback = "relays"
 	wantRoutes, err := delivery.NewRoutes([]delivery.Pool{
 		{Name: "relays", Strategy: delivery.Spread, TLS: delivery.TLSRequired, Username: "sluice", Password: "s3cret",
 			Hosts:  []delivery.PoolHost{{Addr: "relay1.example.net:587", Weight: 1}, {Addr: "relay2.example.net:587", Weight: 3}},
-			Egress: delivery.Egress{SourceIP: netip.MustParseAddr("192.0.2.10"), Helo: "out1.example.org"}},
+			Egress: delivery.Egress{SourceIP: netip.MustParseAddr("192.0.2.10"), Helo: "out1.example.org"}, ProbeInterval: 5 * time.Second},
 		{Name: "mailstore", Transport: delivery.LMTP, Hosts: []delivery.PoolHost{{Addr: "127.0.0.1:24"}}},
 	}, []delivery.Route{
 		{Domain: ".comcast.net", Egress: delivery.Egress{SourceIP: netip.MustParseAddr("192.0.2.11"), Helo: "out2.example.org"}},

@@ -137,6 +137,9 @@ func printExplanation(w io.Writer, asJSON bool, x *delivery.Explanation) error {
 		if h.Suspect {
 			notes = append(notes, "greeting overdue")
 		}
+		if h.Down {
+			notes = append(notes, "DOWN (probes fail; tried last)")
+		}
 		label := ""
 		if i == 0 {
 			label = "next hops:"

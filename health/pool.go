@@ -335,3 +335,45 @@ func (p *Pool) Close() error {
 
 // Name returns the pool's name.
 func (p *Pool) Name() string { return p.name }
+
+// Picker hands out endpoints and takes their outcomes; *Pool implements
+// it.
+type Picker interface {
+	Pick(exclude ...string) (string, error)
+	Done(addr string, err error)
+}
+
+var _ Picker = (*Pool)(nil)
+
+// Try calls fn with an endpoint picked from p and reports the outcome to
+// p; when fn fails with an error that retry accepts (the endpoint could
+// not be reached, say), it tries another endpoint, up to attempts in all,
+// while ctx lasts. It returns fn's result, or the last error prefixed
+// with the endpoint's address.
+func Try[T any](ctx context.Context, p Picker, attempts int, retry func(error) bool, fn func(addr string) (T, error)) (T, error) {
+	var (
+		zero    T
+		tried   []string
+		lastErr error
+	)
+	for range max(attempts, 1) {
+		addr, err := p.Pick(tried...)
+		if err != nil {
+			if lastErr != nil {
+				return zero, fmt.Errorf("%w (after %w)", err, lastErr)
+			}
+			return zero, err
+		}
+		tried = append(tried, addr)
+		res, err := fn(addr)
+		p.Done(addr, err)
+		if err == nil {
+			return res, nil
+		}
+		lastErr = fmt.Errorf("%s: %w", addr, err)
+		if !retry(err) || ctx.Err() != nil {
+			break
+		}
+	}
+	return zero, lastErr
+}

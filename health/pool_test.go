@@ -378,3 +378,31 @@ func TestPoolCloseStopsProbes(t *testing.T) {
 		t.Error("an abandoned check counted as a failure")
 	}
 }
+
+func TestTry(t *testing.T) {
+	errDial, errProto := errors.New("refused"), errors.New("bad answer")
+	retry := func(err error) bool { return errors.Is(err, errDial) }
+	tests := []struct {
+		name     string
+		attempts int
+		fail     map[string]error
+		want     string
+		wantErr  string
+	}{
+		{"first answers", 2, nil, "a:1", ""},
+		{"unreachable: the next one", 2, map[string]error{"a:1": errDial}, "b:1", ""},
+		{"attempts bound the tries", 2, map[string]error{"a:1": errDial, "b:1": errDial}, "", "b:1: refused"},
+		{"a bad answer is not retried", 3, map[string]error{"a:1": errProto}, "", "a:1: bad answer"},
+	}
+	for _, tc := range tests {
+		p := staticPool(t, OrderedFailover, "a:1", "b:1", "c:1") // a failure ejects: one pool per case
+		var tried []string
+		got, err := Try(context.Background(), p, tc.attempts, retry, func(addr string) (string, error) {
+			tried = append(tried, addr)
+			return addr, tc.fail[addr]
+		})
+		if got != tc.want || (err == nil) != (tc.wantErr == "") || (err != nil && err.Error() != tc.wantErr) {
+			t.Errorf("%s: Try = %q, %v (tried %v); want %q, %q", tc.name, got, err, tried, tc.want, tc.wantErr)
+		}
+	}
+}

@@ -78,30 +78,20 @@ func (f *Filter) Check(ctx context.Context, m *filter.Message) (filter.Verdict, 
 func (f *Filter) Scan(ctx context.Context, m *filter.Message) (*Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, f.cfg.timeout)
 	defer cancel()
-	var (
-		tried   []string
-		lastErr error
-	)
-	for range f.cfg.attempts {
-		addr, err := f.pool.Pick(tried...)
-		if err != nil {
-			if lastErr != nil {
-				return nil, fmt.Errorf("spamd: %w (after %w)", err, lastErr)
-			}
-			return nil, fmt.Errorf("spamd: %w", err)
-		}
-		tried = append(tried, addr)
-		res, err := f.exchange(ctx, addr, m)
-		f.pool.Done(addr, err)
-		if err == nil {
-			return res, nil
-		}
-		lastErr = fmt.Errorf("spamd %s: %w", addr, err)
-		if _, ok := errors.AsType[*dialError](err); !ok || ctx.Err() != nil {
-			break
-		}
+	res, err := health.Try(ctx, f.pool, f.cfg.attempts, unreachable, func(addr string) (*Result, error) {
+		return f.exchange(ctx, addr, m)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("spamd %w", err)
 	}
-	return nil, lastErr
+	return res, nil
+}
+
+// unreachable reports whether err says the replica could not be reached,
+// so that another one may be tried.
+func unreachable(err error) bool {
+	_, ok := errors.AsType[*dialError](err)
+	return ok
 }
 
 func (f *Filter) verdict(res *Result) filter.Verdict {

@@ -141,6 +141,7 @@ type deliveryConfig struct {
 
 type httpConfig struct {
 	Listen string `toml:"listen"`
+	Pprof  bool   `toml:"pprof"`
 }
 
 type logConfig struct {
@@ -199,6 +200,7 @@ type settings struct {
 	routes    *delivery.Routes // nil: no routes table
 
 	httpListen string
+	pprof      bool // serve /debug/pprof/ on the HTTP listener
 	logLevel   slog.Level
 	logFormat  string
 
@@ -445,6 +447,7 @@ func (v *validator) settings(fc *fileConfig) *settings {
 		routes:    v.routes(&fc.Delivery),
 
 		httpListen: v.hostPort("http.listen", fc.HTTP.Listen, true),
+		pprof:      fc.HTTP.Pprof,
 		logFormat:  v.logFormat("log.format", fc.Log.Format),
 	}
 	if fc.SMTP.TrustedNetworks != nil {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -212,7 +213,7 @@ func serve(ctx context.Context, s *settings, log *slog.Logger) error {
 	h.AddReadiness("queue", health.CheckerFunc(q.Check))
 	h.AddReadiness("smtp", health.SMTPProbe(sl.Addr().String(), probeTimeout))
 	hs := &http.Server{
-		Handler:           h.Handler(),
+		Handler:           httpHandler(h, s.pprof),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
@@ -267,6 +268,24 @@ func serve(ctx context.Context, s *settings, log *slog.Logger) error {
 	<-httpDone
 	<-queueDone
 	return runErr
+}
+
+// httpHandler serves the health endpoints and, when withPprof is set,
+// the runtime profiles of net/http/pprof under /debug/pprof/ (for
+// benchmarks and investigations; they expose internals, so they are off
+// by default).
+func httpHandler(h *health.Health, withPprof bool) http.Handler {
+	if !withPprof {
+		return h.Handler()
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", h.Handler())
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }
 
 // listen opens the main SMTP listener and the extra ones, in the order of

@@ -6,10 +6,13 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sluicemta/sluice/health"
 )
 
 // syncBuffer is a bytes.Buffer safe for the server's log writes and the
@@ -127,5 +130,28 @@ func TestServeConfigErrorExit2(t *testing.T) {
 	want := "testdata/bad.toml:3: unknown key smtp.listn\n"
 	if code != exitUsage || stderr.String() != want {
 		t.Errorf("exit %d, stderr %q; want %d and %q", code, stderr.String(), exitUsage, want)
+	}
+}
+
+// /debug/pprof/ is served only when [http] pprof is on; the health
+// endpoints are served either way.
+func TestHTTPHandlerPprofOptIn(t *testing.T) {
+	h, err := health.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, on := range []bool{false, true} {
+		handler := httpHandler(h, on)
+		for path, want := range map[string]int{
+			"/livez":              http.StatusOK,
+			"/debug/pprof/":       map[bool]int{false: http.StatusNotFound, true: http.StatusOK}[on],
+			"/debug/pprof/allocs": map[bool]int{false: http.StatusNotFound, true: http.StatusOK}[on],
+		} {
+			rec := httptest.NewRecorder()
+			handler.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+			if rec.Code != want {
+				t.Errorf("pprof %v: GET %s = %d, want %d", on, path, rec.Code, want)
+			}
+		}
 	}
 }

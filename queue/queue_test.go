@@ -183,6 +183,59 @@ func TestLargeBodyIsStreamedInChunks(t *testing.T) {
 	}
 }
 
+// TestRemovedMessagesLeaveNoChunks: the body chunks of a delivered message
+// and of a deleted one, each several chunks long, are all removed (by
+// point deletions, one per chunk the envelope counts).
+func TestRemovedMessagesLeaveNoChunks(t *testing.T) {
+	q := newTestQueue(t, t.TempDir())
+	ctx := context.Background()
+	body := bytes.Repeat([]byte("0123456789abcdef\r\n"), 3*chunkSize/18+5) // 4 chunks
+	deleted, err := q.Enqueue(ctx, testEnvelope("a@example.com"), bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Hold(ctx, deleted); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Enqueue(ctx, testEnvelope("b@example.com"), bytes.NewReader(body)); err != nil {
+		t.Fatal(err)
+	}
+	chunks := 0
+	for _, k := range storeKeys(t, q) {
+		if k[0] == pfxBody {
+			chunks++
+		}
+	}
+	if chunks != 8 {
+		t.Fatalf("store holds %d body chunks for two bodies of %d bytes, want 8", chunks, len(body))
+	}
+	if err := q.Delete(ctx, deleted); err != nil {
+		t.Fatal(err)
+	}
+	d := newDeliverer(accept)
+	serve(t, q, d)
+	d.waitFor(t, "delivery", func() bool { return q.Depth() == 0 })
+	if keys := storeKeys(t, q); len(keys) != 0 {
+		t.Errorf("store still holds %d keys after delivery and deletion: %q", len(keys), keys)
+	}
+}
+
+func TestBodyChunks(t *testing.T) {
+	for _, c := range []struct {
+		se   *storedEnvelope
+		want int
+	}{
+		{&storedEnvelope{Size: 0, Chunks: 0}, 0},
+		{&storedEnvelope{Size: 10, Chunks: 1}, 1},
+		{&storedEnvelope{Size: 10, Chunks: 0}, -1}, // a record that does not count its chunks
+		{nil, -1},
+	} {
+		if got := c.se.bodyChunks(); got != c.want {
+			t.Errorf("bodyChunks(%+v) = %d, want %d", c.se, got, c.want)
+		}
+	}
+}
+
 // TestPartialBodyIsDroppedAtStart: chunks of a message whose writer died
 // before its last batch were never acknowledged, and are deleted when the
 // spool opens.

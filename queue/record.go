@@ -79,6 +79,15 @@ type storedEnvelope struct {
 	BodyCRC uint32           `json:"crc"`
 }
 
+// bodyChunks returns the number of body chunks of se, or -1 if the record
+// cannot say (a body with a size but no chunk count).
+func (se *storedEnvelope) bodyChunks() int {
+	if se == nil || (se.Chunks == 0 && se.Size > 0) {
+		return -1
+	}
+	return se.Chunks
+}
+
 // chunkSize is the size of every body chunk but the last.
 const chunkSize = 64 << 10
 

@@ -214,13 +214,26 @@ func (s *spool) putState(id string, oldDue []byte, st *msgState, domains []strin
 	return nil
 }
 
-// remove deletes every record of a message.
-func (s *spool) remove(id string, due []byte, domains []string) error {
+// remove deletes every record of a message. chunks is the number of body
+// chunks from its envelope, or -1 when the envelope could not be read.
+//
+// Known chunks are deleted one by one: a range deletion per message would
+// leave a range tombstone in pebble's memtable for every delivered message,
+// and every new iterator and Get re-fragments all of a memtable's range
+// tombstones whenever one was added, so a busy relay spent most of its CPU
+// there (docs/BENCHMARKS.md, relay benchmark profile).
+func (s *spool) remove(id string, chunks int, due []byte, domains []string) error {
 	b := s.store.NewBatch()
 	b.Delete(envKey(id))
 	b.Delete(stateKey(id))
-	lo, hi := bodyRange(id)
-	b.DeleteRange(lo, hi)
+	if chunks >= 0 {
+		for n := range chunks {
+			b.Delete(chunkKey(id, n))
+		}
+	} else {
+		lo, hi := bodyRange(id)
+		b.DeleteRange(lo, hi)
+	}
 	if due != nil {
 		b.Delete(due)
 	}

@@ -59,7 +59,8 @@ type strictReader struct {
 	normalize bool // complete bare CR and LF to CRLF instead of refusing
 
 	one     [1]byte
-	pending []byte // bytes to hand out before reading more (normalize)
+	out     [3]byte // what feed hands out for one byte: at most CR, LF and the byte
+	pending []byte  // bytes to hand out before reading more (normalize)
 
 	prevCR   bool   // the last byte was a CR
 	lineLen  int    // octets of the current line so far, CR excluded
@@ -94,13 +95,25 @@ func (s *strictReader) Read(p []byte) (int, error) {
 			continue
 		}
 		m, err := s.r.Read(s.one[:])
-		if m > 0 {
+		if m > 0 && !s.normalize {
+			// The common case, without the detour through pending: this
+			// loop runs once per byte of every message.
+			if verr := s.check(s.one[:]); verr != nil {
+				s.violated = verr
+				return 0, verr
+			}
+			p[n] = s.one[0]
+			n++
+		} else if m > 0 {
 			out, verr := s.feed(s.one[0])
 			if verr != nil {
 				s.violated = verr
 				return 0, verr
 			}
 			s.pending = out
+		}
+		if err == nil {
+			continue
 		}
 		if err == io.EOF && s.prevCR {
 			if !s.normalize {
@@ -135,7 +148,8 @@ func (s *strictReader) feed(c byte) ([]byte, error) {
 	if !s.normalize {
 		return s.one[:], s.check(s.one[:])
 	}
-	var out []byte
+	// Read calls feed only when pending is empty, so out can be reused.
+	out := s.out[:0]
 	if s.prevCR && c != '\n' { // a bare CR: complete it, then take c afresh
 		out = append(out, '\n')
 		if err := s.check([]byte{'\n'}); err != nil {

@@ -149,6 +149,7 @@ type httpConfig struct {
 	Listen    string `toml:"listen"`
 	TokenFile string `toml:"token_file"`
 	LameDuck  string `toml:"lame_duck"`
+	Pprof     bool   `toml:"pprof"`
 }
 
 type logConfig struct {
@@ -219,6 +220,7 @@ type settings struct {
 	logLevel     slog.Level
 	logFormat    string
 	deliveryFile *string // the delivery log; nil: in the spool, "": none
+	pprof        bool    // serve /debug/pprof/ on the HTTP listener
 
 	configFile string           // the file read, for reloads; "" if none
 	reload     <-chan os.Signal // SIGHUP: reload the routes and rules; nil in tests of parseConfig
@@ -471,6 +473,7 @@ func (v *validator) settings(fc *fileConfig) *settings {
 		httpListen:   v.hostPort("http.listen", fc.HTTP.Listen, true),
 		logFormat:    v.logFormat("log.format", fc.Log.Format),
 		deliveryFile: fc.Log.DeliveryFile,
+		pprof:        fc.HTTP.Pprof,
 		lameDuck:     v.duration("http.lame_duck", fc.HTTP.LameDuck),
 		alerts:       v.alerts(&fc.Alerts),
 	}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -273,12 +274,8 @@ func serve(ctx context.Context, s *settings, log *slog.Logger) error {
 	h.AddReadiness("queue", health.CheckerFunc(q.Check))
 	h.AddReadiness("smtp", health.SMTPProbe(sl.Addr().String(), probeTimeout))
 	h.AddReadiness("admission", health.CheckerFunc(srv.Check))
-	mux := http.NewServeMux()
-	mux.Handle("/api/", api.Handler())
-	mux.Handle("/status", api.StatusPage())
-	mux.Handle("/", h.Handler())
 	hs := &http.Server{
-		Handler:           mux,
+		Handler:           httpHandler(h, api, s.pprof),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
@@ -338,6 +335,27 @@ func serve(ctx context.Context, s *settings, log *slog.Logger) error {
 	<-httpDone
 	<-queueDone
 	return runErr
+}
+
+// httpHandler serves the health endpoints, the admin API and the status
+// page (when api is not nil) and, when withPprof is set, the runtime
+// profiles of net/http/pprof under /debug/pprof/ (for benchmarks and
+// investigations; they expose internals, so they are off by default).
+func httpHandler(h *health.Health, api *admin.API, withPprof bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", h.Handler())
+	if api != nil {
+		mux.Handle("/api/", api.Handler())
+		mux.Handle("/status", api.StatusPage())
+	}
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	return mux
 }
 
 // readinessComponents shows the graded readiness and its failing checks

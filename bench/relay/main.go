@@ -289,6 +289,10 @@ func median(rs []result, f func(result) float64) float64 {
 
 // run measures one contender in one cell.
 func (b *bench) run(who string, c cell, withPprof bool) (res result) {
+	// Write back what the previous run left dirty (Postfix writes and
+	// removes a file per message) before this one starts, so that its
+	// flushing does not bill this run's fsyncs.
+	syscall.Sync()
 	dir, err := os.MkdirTemp(b.work, "sluice-relaybench-")
 	if err != nil {
 		return result{err: err}

@@ -94,7 +94,10 @@ func usage(w io.Writer) {
 commands:
   serve     run the relay: accept, queue and deliver mail
   send      submit one text message to an SMTP server
-  queue     inspect and manage the spool (daemon stopped): sluice queue help
+  queue     inspect and manage the queue (the daemon's, or a spool with --spool): sluice queue help
+  explain   tell what delivery would do with a queued message or an address
+  log       search the delivery log
+  probe     check a server by speaking its protocol (exit 0 ok, 1 warning, 2 critical)
   version   print the version
   help      show help for a command: sluice help serve
 `)
@@ -116,6 +119,9 @@ func runHelp(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 		queueUsage(stdout)
 	case "version":
 		fmt.Fprintln(stdout, "usage: sluice version")
+	case "explain", "log", "probe":
+		// Their flag sets print their usage for -h, on the output given.
+		commands()[args[0]].run(ctx, []string{"-h"}, nil, stdout, stdout)
 	default:
 		fmt.Fprintf(stderr, "sluice: unknown command %q\n", args[0])
 		return exitUsage

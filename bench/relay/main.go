@@ -74,12 +74,16 @@ var (
 	procLimitFlag  = flag.Int("postfix-process-limit", 200, "Postfix default_process_limit")
 	timeoutFlag    = flag.Duration("timeout", 10*time.Minute, "longest run")
 	keepFlag       = flag.Bool("keep", false, "keep each run's directory (spools, logs, configurations)")
+	clientFlag     = flag.String("client", "smtp-source", "the load: smtp-source, or go (this driver's own SMTP client, which also reports the p50 and p99 acceptance latency: MAIL to the reply to the final dot)")
 )
 
 func main() {
 	log.SetFlags(0)
 	log.SetPrefix("relay: ")
 	flag.Parse()
+	if *clientFlag != "smtp-source" && *clientFlag != "go" {
+		log.Fatalf("-client %q: want smtp-source or go", *clientFlag)
+	}
 	b, err := newBench()
 	if err != nil {
 		log.Fatal(err)
@@ -106,9 +110,10 @@ type result struct {
 	msgps    float64 // messages per second, the mode's measure
 	acceptps float64 // messages per second until smtp-source finished
 	dur      time.Duration
-	pssMiB   float64 // peak summed PSS
-	hwmMiB   float64 // peak RSS (VmHWM) for sluice, 0 otherwise
-	procs    int     // most processes seen at once
+	pssMiB   float64   // peak summed PSS
+	hwmMiB   float64   // peak RSS (VmHWM) for sluice, 0 otherwise
+	procs    int       // most processes seen at once
+	lat      latencies // with -client go
 	err      error
 }
 
@@ -226,8 +231,13 @@ func hwm(r result) string {
 // table prints the medians as a Markdown table on standard output.
 func (b *bench) table() {
 	fmt.Println()
-	fmt.Printf("| mode | size | sessions | msgs | contender | msg/s (median) | runs | peak MiB (median) | sluice/postfix | sluice/raw |\n")
-	fmt.Printf("|---|---|---:|---:|---|---:|---|---:|---:|---:|\n")
+	withLat := *clientFlag == "go"
+	latHead, latRule := "", ""
+	if withLat {
+		latHead, latRule = " p50 ms | p99 ms |", "---:|---:|"
+	}
+	fmt.Printf("| mode | size | sessions | msgs | contender | msg/s (median) | runs | peak MiB (median) |%s sluice/postfix | sluice/raw |\n", latHead)
+	fmt.Printf("|---|---|---:|---:|---|---:|---|---:|%s---:|---:|\n", latRule)
 	for _, c := range b.cells {
 		med := map[string]float64{}
 		for _, who := range b.contenders {
@@ -256,8 +266,14 @@ func (b *bench) table() {
 				ratioPF = ratio(med["sluice"], med["postfix"])
 				ratioRaw = ratio(med["sluice"], med["raw"])
 			}
-			fmt.Printf("| %s | %s | %d | %d | %s | %.0f | %s | %s | %s | %s |\n",
-				c.mode, sizeName(c.size), c.sessions, c.count, who, med[who], strings.Join(runs, ", "), memText, ratioPF, ratioRaw)
+			latText := ""
+			if withLat {
+				ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+				latText = fmt.Sprintf(" %.2f | %.2f |", median(rs, func(r result) float64 { return ms(r.lat.p50) }),
+					median(rs, func(r result) float64 { return ms(r.lat.p99) }))
+			}
+			fmt.Printf("| %s | %s | %d | %d | %s | %.0f | %s | %s |%s %s | %s |\n",
+				c.mode, sizeName(c.size), c.sessions, c.count, who, med[who], strings.Join(runs, ", "), memText, latText, ratioPF, ratioRaw)
 		}
 	}
 }
@@ -377,13 +393,20 @@ func (b *bench) run(who string, c cell, withPprof bool) (res result) {
 	}
 
 	start := time.Now()
-	src := exec.CommandContext(ctx, b.source, "-d", "-s", strconv.Itoa(c.sessions), "-m", strconv.Itoa(c.count),
-		"-l", strconv.Itoa(c.size), "-f", "sender@example.org", "-t", "rcpt@example.com", "-M", "client.test", target)
-	out, err := src.CombinedOutput()
-	accepted := time.Since(start)
-	if err != nil {
-		return result{err: fmt.Errorf("smtp-source: %v: %s", err, strings.TrimSpace(string(out)))}
+	if *clientFlag == "go" {
+		lat, err := sendAll(ctx, target, c.sessions, c.count, c.size)
+		if err != nil {
+			return result{err: fmt.Errorf("go client: %w", err)}
+		}
+		res.lat = lat
+	} else {
+		src := exec.CommandContext(ctx, b.source, "-d", "-s", strconv.Itoa(c.sessions), "-m", strconv.Itoa(c.count),
+			"-l", strconv.Itoa(c.size), "-f", "sender@example.org", "-t", "rcpt@example.com", "-M", "client.test", target)
+		if out, err := src.CombinedOutput(); err != nil {
+			return result{err: fmt.Errorf("smtp-source: %v: %s", err, strings.TrimSpace(string(out)))}
+		}
 	}
+	accepted := time.Since(start)
 	res.acceptps = float64(c.count) / accepted.Seconds()
 	if c.mode == "e2e" || who == "raw" {
 		at, err := snk.wait(ctx)

@@ -437,8 +437,10 @@ func (a *Agent) deliverGroup(ctx context.Context, msg *queue.Message, g *group) 
 			}
 			continue
 		}
-		if a.applyRules(ctx, t, sent) {
-			finishAll(g.rcpts, suspendedReply(t.dest, sent[0].reply))
+		if r := a.applyRules(ctx, t, sent); r != nil {
+			// The session's recipients have their replies; any others
+			// of the group wait for the suspension to end.
+			finishAll(g.rcpts, suspendedReply(t.dest, r))
 			break
 		}
 		if cn.hung {

@@ -210,11 +210,12 @@ func (a *Agent) ruleEndsGroup(ctx context.Context, t *target, g *group, err erro
 }
 
 // applyRules applies the reply rules to the replies of a transaction, once
-// per distinct reply, and reports whether the destination was suspended.
-// A bounce rule replaces the recipient's reply with a permanent one.
-func (a *Agent) applyRules(ctx context.Context, t *target, sent []*rcptState) (suspended bool) {
+// per distinct reply, and returns the reply that suspended the
+// destination, if one did. A bounce rule replaces the recipient's reply
+// with a permanent one.
+func (a *Agent) applyRules(ctx context.Context, t *target, sent []*rcptState) (suspendedBy *sluice.Reply) {
 	if rules := a.replyRules.Load(); rules == nil || len(*rules) == 0 {
-		return false
+		return nil
 	}
 	type decision struct {
 		r   *sluice.Reply
@@ -234,7 +235,9 @@ func (a *Agent) applyRules(ctx context.Context, t *target, sent []*rcptState) (s
 		if d.act == ReplyBounce {
 			st.reply = d.r
 		}
-		suspended = suspended || d.act == ReplySuspend
+		if d.act == ReplySuspend && suspendedBy == nil {
+			suspendedBy = d.r
+		}
 	}
-	return suspended
+	return suspendedBy
 }

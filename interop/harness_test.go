@@ -3,7 +3,6 @@
 package interop
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -17,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sluicemta/sluice/internal/procnet"
 )
 
 // sluiceBin is the binary under test, built once by TestMain.
@@ -257,7 +258,7 @@ func startSink(t *testing.T) *sink {
 			return true
 		default:
 		}
-		port = listeningPort(cmd.Process.Pid)
+		port = procnet.ListeningPort(cmd.Process.Pid)
 		return port != 0
 	})
 	if !ok || port == 0 {
@@ -265,44 +266,6 @@ func startSink(t *testing.T) *sink {
 	}
 	s.addr = "127.0.0.1:" + strconv.Itoa(port)
 	return s
-}
-
-// listeningPort returns the port of the IPv4 TCP socket that process pid
-// listens on, or 0 if there is none yet.
-func listeningPort(pid int) int {
-	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		return 0
-	}
-	inodes := make(map[string]bool)
-	for _, fd := range fds {
-		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
-		if err == nil && strings.HasPrefix(link, "socket:[") {
-			inodes[strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]")] = true
-		}
-	}
-	f, err := os.Open(fmt.Sprintf("/proc/%d/net/tcp", pid))
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 10 || fields[3] != "0A" || !inodes[fields[9]] {
-			continue
-		}
-		_, hexPort, ok := strings.Cut(fields[1], ":")
-		if !ok {
-			continue
-		}
-		port, err := strconv.ParseUint(hexPort, 16, 16)
-		if err == nil {
-			return int(port)
-		}
-	}
-	return 0
 }
 
 // dumps returns the contents of the messages the sink has written so far.

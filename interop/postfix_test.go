@@ -21,6 +21,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluicemta/sluice/internal/procnet"
 )
 
 // postfixMTA is a private Postfix instance: its own configuration, queue
@@ -119,7 +121,7 @@ postlog   unix-dgram n - n - 1 postlogd
 			return false
 		}
 		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
-		port = listeningPort(pid)
+		port = procnet.ListeningPort(pid)
 		return port != 0
 	})
 	t.Cleanup(func() {

@@ -57,6 +57,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/sluicemta/sluice/internal/procnet"
 )
 
 var (
@@ -709,7 +711,7 @@ postlog   unix-dgram n - n - 1 postlogd
 	for time.Now().Before(deadline) {
 		if b, err := os.ReadFile(filepath.Join(dir, "spool", "pid", "master.pid")); err == nil {
 			pf.pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
-			if p := listeningPort(pf.pid); p != 0 {
+			if p := procnet.ListeningPort(pf.pid); p != 0 {
 				pf.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
 				return pf, nil
 			}
@@ -950,7 +952,7 @@ func field(text, name string) int64 {
 func waitPort(pid int, exited <-chan struct{}, timeout time.Duration) (int, error) {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		if p := listeningPort(pid); p != 0 {
+		if p := procnet.ListeningPort(pid); p != 0 {
 			return p, nil
 		}
 		select {
@@ -960,43 +962,6 @@ func waitPort(pid int, exited <-chan struct{}, timeout time.Duration) (int, erro
 		}
 	}
 	return 0, errors.New("not listening")
-}
-
-// listeningPort returns the port of the IPv4 TCP socket that process pid
-// listens on, or 0 if there is none yet.
-func listeningPort(pid int) int {
-	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		return 0
-	}
-	inodes := make(map[string]bool)
-	for _, fd := range fds {
-		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
-		if err == nil && strings.HasPrefix(link, "socket:[") {
-			inodes[strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]")] = true
-		}
-	}
-	f, err := os.Open(fmt.Sprintf("/proc/%d/net/tcp", pid))
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 10 || fields[3] != "0A" || !inodes[fields[9]] {
-			continue
-		}
-		_, hexPort, ok := strings.Cut(fields[1], ":")
-		if !ok {
-			continue
-		}
-		if port, err := strconv.ParseUint(hexPort, 16, 16); err == nil {
-			return int(port)
-		}
-	}
-	return 0
 }
 
 func waitGone(pid int, timeout time.Duration) bool {

@@ -140,9 +140,13 @@ type Query struct {
 	Result string
 	// Since and Until bound the record's time: Since <= Time < Until.
 	Since, Until time.Time
-	// Limit is the most records returned, the newest. Default: 100.
+	// Limit is the most records returned, the newest. Default: 100; at
+	// most MaxLimit.
 	Limit int
 }
+
+// MaxLimit bounds Query.Limit: the records a search holds in memory.
+const MaxLimit = 10000
 
 // Search returns the records that match q, newest first. It reads the
 // files from the oldest, so its cost grows with the log's size (at most
@@ -151,6 +155,7 @@ func (l *Log) Search(ctx context.Context, q Query) ([]delivery.Record, error) {
 	if q.Limit <= 0 {
 		q.Limit = 100
 	}
+	q.Limit = min(q.Limit, MaxLimit)
 	switch q.Result {
 	case "", "delivered", "deferred", "bounced":
 	default:

@@ -93,6 +93,9 @@ func TestSearch(t *testing.T) {
 			t.Errorf("%s: got records %v, want %v", tc.name, g, tc.want)
 		}
 	}
+	if got, err := l.Search(context.Background(), maillog.Query{Limit: 1 << 40}); err != nil || len(got) != n {
+		t.Errorf("a huge limit: %d records, %v; want all %d (the limit capped, not an error)", len(got), err, n)
+	}
 	if _, err := l.Search(context.Background(), maillog.Query{Result: "lost"}); err == nil {
 		t.Error("Search accepted an unknown result")
 	}

@@ -277,7 +277,13 @@ func serve(ctx context.Context, s *settings, log *slog.Logger) error {
 	hs := &http.Server{
 		Handler:           httpHandler(h, api, s.pprof),
 		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// Every stage has a deadline (DESIGN rule 3): a slow or stalled
+		// client cannot hold a connection; the longest answers (a log
+		// search, a 30 s CPU profile) fit well within these.
+		ReadTimeout:  time.Minute,
+		WriteTimeout: 2 * time.Minute,
+		IdleTimeout:  2 * time.Minute,
+		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 
 	watchCtx, stopWatch := context.WithCancel(ctx)

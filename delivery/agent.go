@@ -94,7 +94,6 @@ func New(dsn Enqueuer, opts ...Option) (*Agent, error) {
 		log:     cfg.logger.With("component", "delivery"),
 	}
 	a.routes.Store(routes)
-	a.probes.sync(routes, cfg.hostname, a)
 	a.replyRules.Store(&cfg.replyRules)
 	if cfg.registerer != nil {
 		err := cfg.registerer.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -105,6 +104,7 @@ func New(dsn Enqueuer, opts ...Option) (*Agent, error) {
 			return nil, fmt.Errorf("delivery: register metrics: %w", err)
 		}
 	}
+	a.probes.sync(routes, cfg.hostname, a) // last: nothing fails after the probes start
 	return a, nil
 }
 

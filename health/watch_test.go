@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -454,4 +455,24 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels map
 		}
 	}
 	return 0, false
+}
+
+// A webhook URL's path and query, where chat services put the secret,
+// never appear in an error (and so in the log).
+func TestWebhookErrorsHideTheURLSecret(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "gone", http.StatusNotFound)
+	}))
+	t.Cleanup(srv.Close)
+	const secret = "T000/B000/s3cretToken"
+	for _, u := range []string{srv.URL + "/hooks/" + secret + "?key=" + secret, "http://127.0.0.1:1/hooks/" + secret} {
+		wh, err := health.NewWebhook(u, health.WithWebhookAttempts(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = wh.Notify(context.Background(), health.Alert{ID: "x", Rule: "r", State: health.StateFiring})
+		if err == nil || strings.Contains(err.Error(), secret) {
+			t.Errorf("Notify to %s: error %v, want one without the secret", u, err)
+		}
+	}
 }

@@ -20,8 +20,9 @@ import (
 // alert ID, also in the Idempotency-Key header, so a receiver can drop a
 // duplicate left by an attempt whose answer was lost.
 type Webhook struct {
-	url string
-	cfg webhookConfig
+	url   string
+	shown string // url without its path and query, for errors
+	cfg   webhookConfig
 }
 
 var _ Notifier = (*Webhook)(nil)
@@ -33,7 +34,7 @@ func NewWebhook(rawURL string, opts ...WebhookOption) (*Webhook, error) {
 		return nil, fmt.Errorf("health: webhook URL: %w", err)
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("health: webhook URL %q: want http(s)://host/...", rawURL)
+		return nil, fmt.Errorf("health: webhook URL %s://%s/…: want http(s)://host/...", u.Scheme, u.Host)
 	}
 	cfg := defaultWebhookConfig()
 	for _, o := range opts {
@@ -42,7 +43,9 @@ func NewWebhook(rawURL string, opts ...WebhookOption) (*Webhook, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Webhook{url: u.String(), cfg: cfg}, nil
+	// Webhook URLs often carry a secret in their path or query (a chat
+	// service's incoming hook): errors and logs name only the host.
+	return &Webhook{url: u.String(), shown: u.Scheme + "://" + u.Host + "/…", cfg: cfg}, nil
 }
 
 // errPermanent marks a failure that a retry would not mend.
@@ -91,7 +94,11 @@ func (wh *Webhook) post(ctx context.Context, id string, body []byte) error {
 	}
 	resp, err := wh.cfg.client.Do(req)
 	if err != nil {
-		return err
+		var ue *url.Error
+		if errors.As(err, &ue) { // its text holds the whole URL
+			err = ue.Err
+		}
+		return fmt.Errorf("POST %s: %w", wh.shown, err)
 	}
 	defer resp.Body.Close()
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // lets the connection be reused
@@ -99,9 +106,9 @@ func (wh *Webhook) post(ctx context.Context, id string, body []byte) error {
 	case resp.StatusCode/100 == 2:
 		return nil
 	case resp.StatusCode == http.StatusRequestTimeout, resp.StatusCode == http.StatusTooManyRequests, resp.StatusCode >= 500:
-		return fmt.Errorf("POST %s: %s", wh.url, resp.Status)
+		return fmt.Errorf("POST %s: %s", wh.shown, resp.Status)
 	}
-	return fmt.Errorf("%w: POST %s: %s", errPermanent, wh.url, resp.Status)
+	return fmt.Errorf("%w: POST %s: %s", errPermanent, wh.shown, resp.Status)
 }
 
 // WebhookOption configures a [Webhook] in [NewWebhook].

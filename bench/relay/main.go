@@ -35,6 +35,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -112,10 +113,11 @@ type result struct {
 	msgps    float64 // messages per second, the mode's measure
 	acceptps float64 // messages per second until smtp-source finished
 	dur      time.Duration
-	pssMiB   float64   // peak summed PSS
-	hwmMiB   float64   // peak RSS (VmHWM) for sluice, 0 otherwise
-	procs    int       // most processes seen at once
-	lat      latencies // with -client go
+	pssMiB   float64       // peak summed PSS
+	hwmMiB   float64       // peak RSS (VmHWM) for sluice, 0 otherwise
+	cpu      time.Duration // CPU time (user and system) of sluice during the run, 0 otherwise
+	procs    int           // most processes seen at once
+	lat      latencies     // with -client go
 	err      error
 }
 
@@ -212,7 +214,7 @@ func (b *bench) main() error {
 					continue
 				}
 				log.Printf("%s run %d %-7s %8.0f msg/s (%.2fs, accepted at %.0f msg/s) peak PSS %.1f MiB%s, %d procs, load %s",
-					c, r+1, who, res.msgps, res.dur.Seconds(), res.acceptps, res.pssMiB, hwm(res), res.procs, loadavg())
+					c, r+1, who, res.msgps, res.dur.Seconds(), res.acceptps, res.pssMiB, hwm(res, c.count), res.procs, loadavg())
 			}
 		}
 	}
@@ -223,11 +225,16 @@ func (b *bench) main() error {
 	return nil
 }
 
-func hwm(r result) string {
+func hwm(r result, count int) string {
 	if r.hwmMiB == 0 {
 		return ""
 	}
-	return fmt.Sprintf(" (VmHWM %.1f MiB)", r.hwmMiB)
+	return fmt.Sprintf(" (VmHWM %.1f MiB, CPU %.0f µs/msg)", r.hwmMiB, cpuPerMsg(r, count))
+}
+
+// cpuPerMsg is the CPU time sluice used per message in a run, in µs.
+func cpuPerMsg(r result, count int) float64 {
+	return float64(r.cpu) / float64(time.Microsecond) / float64(count)
 }
 
 // table prints the medians as a Markdown table on standard output.
@@ -258,7 +265,8 @@ func (b *bench) table() {
 			mem := median(rs, func(r result) float64 { return r.pssMiB })
 			memText := fmt.Sprintf("%.1f", mem)
 			if who == "sluice" {
-				memText += fmt.Sprintf(" (VmHWM %.1f)", median(rs, func(r result) float64 { return r.hwmMiB }))
+				memText += fmt.Sprintf(" (VmHWM %.1f; CPU %.0f µs/msg)", median(rs, func(r result) float64 { return r.hwmMiB }),
+					median(rs, func(r result) float64 { return cpuPerMsg(r, c.count) }))
 			}
 			if who == "raw" {
 				memText = "-"
@@ -426,7 +434,7 @@ func (b *bench) run(who string, c cell, withPprof bool) (res result) {
 	}
 	res.msgps = float64(c.count) / res.dur.Seconds()
 	if mem != nil {
-		res.pssMiB, res.hwmMiB, res.procs = mem.stop()
+		res.pssMiB, res.hwmMiB, res.procs, res.cpu = mem.stop()
 	}
 	return res
 }
@@ -854,10 +862,11 @@ type memWatch struct {
 	done     chan struct{}
 	peakPSS  int64 // KiB
 	maxProcs int
+	cpu0     time.Duration // the process's CPU time when watching began
 }
 
 func watch(pid int, tree bool) *memWatch {
-	m := &memWatch{pid: pid, tree: tree, stopc: make(chan struct{}), done: make(chan struct{})}
+	m := &memWatch{pid: pid, tree: tree, stopc: make(chan struct{}), done: make(chan struct{}), cpu0: cpuTime(pid)}
 	go func() {
 		defer close(m.done)
 		t := time.NewTicker(200 * time.Millisecond)
@@ -883,15 +892,36 @@ func watch(pid int, tree bool) *memWatch {
 	return m
 }
 
-// stop returns the peak summed PSS and, for one process, its VmHWM, in MiB.
-func (m *memWatch) stop() (pss, hwm float64, procs int) {
+// stop returns the peak summed PSS and, for one process, its VmHWM in MiB
+// and the CPU time (user and system) it used while watched.
+func (m *memWatch) stop() (pss, hwm float64, procs int, cpu time.Duration) {
 	close(m.stopc)
 	<-m.done
 	if !m.tree {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", m.pid))
 		hwm = float64(field(string(b), "VmHWM:")) / 1024
+		cpu = cpuTime(m.pid) - m.cpu0
 	}
-	return float64(m.peakPSS) / 1024, hwm, m.maxProcs
+	return float64(m.peakPSS) / 1024, hwm, m.maxProcs, cpu
+}
+
+// cpuTime is the user and system time pid has used, from /proc/PID/stat
+// (in clock ticks of 10 ms: USER_HZ is 100 on Linux).
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces; the fields after it
+	// start after its closing parenthesis. utime and stime are fields 14
+	// and 15, so the 12th and 13th after the state (field 3).
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
 // descendants returns pid and every process below it.

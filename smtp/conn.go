@@ -64,6 +64,10 @@ type conn struct {
 
 	errors int // refused commands; touched only by the session's goroutine
 
+	// yield is set around each read of the message data (strictReader)
+	// so that Read returns errYield rather than wait (see setYield).
+	yield atomic.Int32
+
 	relMu   sync.Mutex // guards release and closed
 	release func()     // frees the client's admission slot
 	closed  bool
@@ -112,9 +116,23 @@ func (c *conn) draining() bool {
 // RemoteAddr is the client's address, after the PROXY header if any.
 func (c *conn) RemoteAddr() net.Addr { return c.remoteAddr }
 
+// setYield sets what the next reads do: the DATA reader (strictReader)
+// reads what go-smtp has buffered with yieldNow set, so that go-smtp's
+// reader, which fills the whole buffer it is given, returns at the end of
+// what has arrived instead of waiting for more (a client may send no
+// more: see strictReader); and only when nothing had arrived, with
+// yieldAfterRead, one read that waits.
+func (c *conn) setYield(m yieldMode) { c.yield.Store(int32(m)) }
+
 // Read applies the DATA idle timeout and ends the session at the first
 // read between transactions once the server is shutting down.
 func (c *conn) Read(p []byte) (int, error) {
+	switch yieldMode(c.yield.Load()) {
+	case yieldNow:
+		return 0, errYield
+	case yieldAfterRead:
+		c.yield.Store(int32(yieldNow))
+	}
 	for {
 		if c.srv.closing.Load() {
 			// Close, unlike Shutdown, ends sessions without a 421: a read

@@ -33,7 +33,11 @@ func (s *session) Data(r io.Reader) (err error) {
 	env.Received = now
 	env.Client = s.clientInfo()
 	received := receivedHeader(env, s.srv.cfg.hostname, now)
-	body := &dataReader{r: newStrictReader(r, s.srv.cfg.maxLineLength, s.srv.cfg.maxHops, s.srv.cfg.normalizeLineEndings)}
+	var y yielder
+	if s.tc != nil {
+		y = s.tc
+	}
+	body := &dataReader{r: newStrictReader(r, y, s.srv.cfg.maxLineLength, s.srv.cfg.maxHops, s.srv.cfg.normalizeLineEndings)}
 
 	var reply *sluice.Reply
 	switch {

@@ -1,6 +1,7 @@
 package smtp
 
 import (
+	"bytes"
 	"errors"
 	"io"
 
@@ -52,11 +53,23 @@ func errLineTooLong(max int) *contentError {
 // With normalize set, a bare CR or LF is not refused but completed to
 // CRLF in the message; it still never ends the data (go-smtp decides that
 // before this reader sees the bytes).
+//
+// How it reads (see Read): go-smtp's DATA reader returns only when the
+// caller's buffer is full or the data has ended, so a client that sends
+// "text\r\r\n.\r\n" (a bare CR, then what it takes for the end) and waits
+// would leave a plain large read waiting for bytes that never come. With a
+// yielder (the connection under go-smtp, see [conn.setYield]) the reader
+// reads whatever has arrived, in chunks, and checks it at once. Without
+// one it reads a byte per call, which is slow but never waits for more
+// than the next byte. BDAT's reader (a pipe) returns what each chunk
+// holds, so it is read in chunks without a yielder.
 type strictReader struct {
 	r         io.Reader
-	maxLine   int  // octets per line without CRLF
-	maxHops   int  // Received fields in the header
-	normalize bool // complete bare CR and LF to CRLF instead of refusing
+	y         yielder // nil: no chunked reads from go-smtp's DATA reader
+	chunked   bool    // read in chunks (with y, or from a reader that never waits for a full buffer)
+	maxLine   int     // octets per line without CRLF
+	maxHops   int     // Received fields in the header
+	normalize bool    // complete bare CR and LF to CRLF instead of refusing
 
 	one     [1]byte
 	out     [3]byte // what feed hands out for one byte: at most CR, LF and the byte
@@ -70,22 +83,105 @@ type strictReader struct {
 	violated error
 }
 
-func newStrictReader(r io.Reader, maxLine, maxHops int, normalize bool) *strictReader {
-	return &strictReader{r: r, maxLine: maxLine, maxHops: maxHops, normalize: normalize,
+// A yielder makes reads of the connection under go-smtp return
+// errYield instead of blocking (see [conn.setYield]).
+type yielder interface {
+	setYield(yieldMode)
+}
+
+// yieldMode says what the next read of a connection does.
+type yieldMode int32
+
+const (
+	yieldOff       yieldMode = iota // read as usual
+	yieldNow                        // return errYield without reading
+	yieldAfterRead                  // read once (waiting as usual), then as yieldNow
+)
+
+// errYield is what a connection's read returns in yieldNow mode. It is
+// temporary, so crypto/tls keeps the connection usable and a partial
+// record buffered, and bufio hands it out once and forgets it.
+var errYield error = yieldError{}
+
+type yieldError struct{}
+
+func (yieldError) Error() string   { return "smtp: nothing more buffered" }
+func (yieldError) Timeout() bool   { return true }
+func (yieldError) Temporary() bool { return true }
+
+// newStrictReader returns a reader checking r. y is the connection under
+// go-smtp's DATA reader r, or nil; a BDAT pipe needs none.
+func newStrictReader(r io.Reader, y yielder, maxLine, maxHops int, normalize bool) *strictReader {
+	_, pipe := r.(*io.PipeReader)
+	if pipe {
+		// go-smtp reads the connection in another goroutine meanwhile.
+		y = nil
+	}
+	return &strictReader{r: r, y: y, chunked: !normalize && (y != nil || pipe),
+		maxLine: maxLine, maxHops: maxHops, normalize: normalize,
 		name: make([]byte, 0, len(receivedName))}
 }
 
 const receivedName = "received:"
 
-// Read fills p one byte at a time from go-smtp's reader, checking each:
-// go-smtp's reader returns only when p is full or the data has ended, so a
-// larger read would wait for bytes a client may never send after a bare
-// CR ("\r\r\n.\r\n" is not an end for go-smtp), where checking byte by
-// byte refuses at once.
+// Read returns checked message data: in chunks of what has arrived when
+// it can (see strictReader), else one byte per read of r.
 func (s *strictReader) Read(p []byte) (int, error) {
 	if s.violated != nil {
 		return 0, s.violated
 	}
+	if !s.chunked {
+		return s.readBytes(p)
+	}
+	for {
+		n, err := s.readChunk(p)
+		if n > 0 {
+			if verr := s.check(p[:n]); verr != nil {
+				s.violated = verr
+				return 0, verr
+			}
+		}
+		if err == io.EOF && s.prevCR {
+			s.violated = errBareLineEnding
+			return 0, s.violated
+		}
+		if errors.Is(err, gosmtp.ErrTooLongLine) {
+			// go-smtp's own limit, above ours: it dropped the bytes read
+			// with the line, so the stream cannot be followed any more.
+			s.violated = &contentError{errLineTooLong(s.maxLine).reply, true}
+			return 0, s.violated
+		}
+		if n > 0 || err != nil || len(p) == 0 {
+			return n, err
+		}
+		// Nothing had arrived, and the one read did not complete a TLS
+		// record: read again.
+	}
+}
+
+// readChunk reads into p what go-smtp has buffered and, if that is
+// nothing, what one read of the connection brings; it waits only when
+// nothing has arrived.
+func (s *strictReader) readChunk(p []byte) (int, error) {
+	if s.y == nil {
+		return s.r.Read(p)
+	}
+	defer s.y.setYield(yieldOff)
+	s.y.setYield(yieldNow)
+	n, err := s.r.Read(p)
+	if n == 0 && err == errYield {
+		s.y.setYield(yieldAfterRead)
+		n, err = s.r.Read(p)
+	}
+	if err == errYield {
+		err = nil
+	}
+	return n, err
+}
+
+// readBytes fills p one byte at a time from r, checking each. It is the
+// path with normalize set, or without a yielder.
+func (s *strictReader) readBytes(p []byte) (int, error) {
 	n := 0
 	for n < len(p) {
 		if len(s.pending) > 0 {
@@ -166,35 +262,66 @@ func (s *strictReader) feed(c byte) ([]byte, error) {
 	return out, s.check([]byte{c})
 }
 
-// check runs the state machine over b.
+// check runs the state machine over b. In the body, outside a CRLF, it
+// looks for the next CR with bytes.IndexByte rather than at each byte:
+// the body is most of every message.
 func (s *strictReader) check(b []byte) error {
-	for _, c := range b {
-		if s.prevCR {
-			if c != '\n' {
+	for len(b) > 0 {
+		if s.inBody && !s.prevCR {
+			text := b
+			i := bytes.IndexByte(b, '\r')
+			if i >= 0 {
+				text = b[:i]
+			}
+			if j := bytes.IndexByte(text, '\n'); j >= 0 {
+				// As byte by byte: whichever rule the stream breaks first.
+				if s.lineLen+j > s.maxLine {
+					return errLineTooLong(s.maxLine)
+				}
 				return errBareLineEnding
 			}
-			s.prevCR = false
-			if err := s.endLine(); err != nil {
-				return err
-			}
-			continue
-		}
-		switch c {
-		case '\r':
-			s.prevCR = true
-		case '\n':
-			return errBareLineEnding
-		default:
-			s.lineLen++
-			if s.lineLen > s.maxLine {
+			if s.lineLen += len(text); s.lineLen > s.maxLine {
 				return errLineTooLong(s.maxLine)
 			}
-			if !s.inBody && len(s.name) < cap(s.name) {
-				if 'A' <= c && c <= 'Z' {
-					c += 'a' - 'A'
-				}
-				s.name = append(s.name, c)
+			if i < 0 {
+				return nil
 			}
+			s.prevCR = true
+			b = b[i+1:]
+			continue
+		}
+		if err := s.checkByte(b[0]); err != nil {
+			return err
+		}
+		b = b[1:]
+	}
+	return nil
+}
+
+// checkByte runs the state machine over one byte.
+func (s *strictReader) checkByte(c byte) error {
+	if s.prevCR {
+		if c != '\n' {
+			return errBareLineEnding
+		}
+		s.prevCR = false
+		return s.endLine()
+	}
+	switch c {
+	case '\r':
+		s.prevCR = true
+	case '\n':
+		return errBareLineEnding
+	default:
+		s.lineLen++
+		if s.lineLen > s.maxLine {
+			return errLineTooLong(s.maxLine)
+		}
+		if !s.inBody && len(s.name) < cap(s.name) {
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			s.name = append(s.name, c)
 		}
 	}
 	return nil

@@ -11,6 +11,7 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
+	"io"
 	"math/big"
 	"net"
 	"net/netip"
@@ -359,4 +360,66 @@ func TestProxyProtocol(t *testing.T) {
 	e.expectClosed()
 	f := dial(t, addr) // says nothing
 	within(t, 2*time.Second, f.expectClosed)
+}
+
+// TestDataReadInChunks sends, in plain text, after STARTTLS and on an
+// implicit-TLS listener, a large message in many writes (so the server's
+// reads end mid-line and, with TLS, mid-record), which must arrive whole;
+// then a message with a bare CR after which the client stops and waits, as
+// if "\r\r\n.\r\n" had ended it. The server reads the data in chunks of
+// whatever has arrived, so it must answer 550 at once rather than wait for
+// the rest of a buffer: the data timeout is a minute, the client waits 5 s.
+func TestDataReadInChunks(t *testing.T) {
+	line := strings.Repeat("x", 70) + "\r\n"
+	body := "Subject: big\r\n\r\n" + strings.Repeat(line, 300<<10/len(line)) + "..dot\r\n"
+	for _, kind := range []string{"plain", "STARTTLS", "implicit TLS"} {
+		t.Run(kind, func(t *testing.T) {
+			q := &recorder{}
+			opts := append(tlsOptions(t), smtp.WithDataTimeout(time.Minute))
+			var c *client
+			switch kind {
+			case "plain":
+				_, addr := startServer(t, q, smtp.WithDataTimeout(time.Minute))
+				c = dial(t, addr)
+				c.run(hello)
+			case "STARTTLS":
+				_, addr := startKind(t, q, smtp.KindSubmission, opts...)
+				c = dial(t, addr)
+				c.run(append(hello, step{"STARTTLS", "220 2.0.0"}))
+				c.startTLS()
+				c.run([]step{{"EHLO client.test", "250 "}, {plainAuth(testUser, testPassword), "235 2.0.0"}})
+			case "implicit TLS":
+				_, addr := startKind(t, q, smtp.KindSubmissions, opts...)
+				c = dialTLS(t, addr)
+				c.run(append(hello, step{plainAuth(testUser, testPassword), "235 2.0.0"}))
+			}
+			c.run(transaction)
+			sendInPieces(t, c, body+".\r\n", 1000)
+			c.expect("250 2.0.0 ")
+			msgs := q.messages()
+			if len(msgs) != 1 {
+				t.Fatalf("%d messages queued, want 1", len(msgs))
+			}
+			if got, want := msgs[0].body[strings.Index(msgs[0].body, "Subject: big"):], strings.ReplaceAll(body, "..dot", ".dot"); got != want {
+				t.Errorf("queued body differs: %d octets, want %d", len(got), len(want))
+			}
+			c.run(transaction)
+			c.send("Subject: hi\r\n\r\n" + strings.Repeat(line, 100) + "hello\r\r\n.")
+			c.expect("550 5.5.2 ")
+			c.expectClosed()
+		})
+	}
+}
+
+// sendInPieces writes text in writes of n octets.
+func sendInPieces(t *testing.T, c *client, text string, n int) {
+	t.Helper()
+	c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	for len(text) > 0 {
+		k := min(n, len(text))
+		if _, err := io.WriteString(c.nc, text[:k]); err != nil {
+			t.Fatalf("send: %v", err)
+		}
+		text = text[k:]
+	}
 }

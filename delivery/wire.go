@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/emersion/go-smtp"
+
 	"github.com/sluicemta/sluice"
 	"github.com/sluicemta/sluice/queue"
 )
@@ -38,14 +40,7 @@ type extensions struct {
 
 // takeOver ends go-smtp's part of the session (see above).
 func (cn *conn) takeOver() {
-	has := func(k string) bool { ok, _ := cn.c.Extension(k); return ok }
-	cn.ext = extensions{
-		pipelining:   has("PIPELINING"),
-		eightBitMIME: has("8BITMIME"),
-		size:         has("SIZE"),
-		smtpUTF8:     has("SMTPUTF8"),
-		dsn:          has("DSN"),
-	}
+	cn.ext = extensionsOf(cn.c)
 	cn.c = nil
 	if g, ok := cn.raw.(*greetedConn); ok {
 		g.pending = nil // out-of-turn bytes, see above
@@ -53,6 +48,18 @@ func (cn *conn) takeOver() {
 	cn.wd = &deadlineWriter{w: cn.raw, conn: cn.raw}
 	cn.bw = bufio.NewWriterSize(cn.wd, wireBufSize)
 	cn.tr = textproto.NewReader(bufio.NewReader(cn.raw))
+}
+
+// extensionsOf returns the extensions c's EHLO reply listed.
+func extensionsOf(c *smtp.Client) extensions {
+	has := func(k string) bool { ok, _ := c.Extension(k); return ok }
+	return extensions{
+		pipelining:   has("PIPELINING"),
+		eightBitMIME: has("8BITMIME"),
+		size:         has("SIZE"),
+		smtpUTF8:     has("SMTPUTF8"),
+		dsn:          has("DSN"),
+	}
 }
 
 // writeCommands buffers lines, to be sent by flush.

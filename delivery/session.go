@@ -80,7 +80,7 @@ type conn struct {
 	a      *Agent
 	h      hop
 	pol    policy
-	raw    net.Conn // the connection under the client (TLS if started)
+	raw    net.Conn     // the connection under the client (TLS if started)
 	c      *smtp.Client // opens the session; nil after takeOver
 	tlsVer string       // TLS version name, "" in plain text
 	local  string       // local address, host:port

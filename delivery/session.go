@@ -31,7 +31,7 @@ func (e *tlsFailure) Unwrap() error { return e.err }
 // recipients without a final reply move to the next address.
 type hopError struct {
 	h     hop
-	phase string // "connect", "greeting", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "RSET"
+	phase string // "connect", "greeting", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA"
 	err   error
 	// unreachable is set for failures that say the address is down or
 	// hung (refused, timed out, reset before any reply): the dead-host

@@ -53,8 +53,8 @@ func (cn *conn) hopErr(phase string, err error) *hopError {
 // RCPT reply is recorded, a 421 anywhere ends the session, and the body
 // goes to the accepted recipients.
 //
-// No RSET precedes MAIL on a reused connection: RFC 5321 section 4.1.1.1
-// allows MAIL right after a completed transaction, and a transaction that
+// No RSET precedes MAIL on a reused connection: MAIL starts a new
+// transaction after a completed one (RFC 5321 section 3.3), and a transaction that
 // is abandoned after a successful MAIL is reset then and there (abandon).
 // A cached connection that the next hop closed while it was idle fails at
 // its first reply; that error is stale and the message is tried again on

@@ -428,10 +428,18 @@ func (a *Agent) deliverGroup(ctx context.Context, msg *queue.Message, g *group) 
 		}
 		sent := pendingOf(g.rcpts)
 		if err := cn.send(ctx, msg, sent); err != nil {
-			a.hopFailed(ctx, msg, t, err)
-			last = err
 			cn.quit()
 			cn = nil
+			if he := (*hopError)(nil); errors.As(err, &he) && he.stale {
+				// Closed while idle: not the host's failure, and
+				// nothing was sent, so a new connection is tried now
+				// (a new one is never stale, so this happens once).
+				a.log.DebugContext(ctx, "cached connection closed by the next hop, opening a new one",
+					"queue_id", msg.Envelope.ID, "destination", t.dest.key, "err", err)
+				continue
+			}
+			a.hopFailed(ctx, msg, t, err)
+			last = err
 			if a.ruleEndsGroup(ctx, t, g, err) {
 				break
 			}
@@ -456,14 +464,16 @@ func (a *Agent) deliverGroup(ctx context.Context, msg *queue.Message, g *group) 
 	}
 }
 
-// reuse returns the cached connection c if it suits t and answers RSET,
-// and closes it otherwise.
+// reuse returns the cached connection c if it suits t, and closes it
+// otherwise. It is not verified first (no RSET): a next hop that closed it
+// while idle makes its first command fail, and the message is then tried
+// on a new connection without counting a failure (hopError.stale).
 func (a *Agent) reuse(c *conn, t *target, hops []hop) *conn {
 	if c == nil {
 		return nil
 	}
-	ok := c.pol == t.pol && slices.ContainsFunc(hops, func(h hop) bool { return h.addr == c.h.addr })
-	if ok && c.reset() == nil {
+	if c.pol == t.pol && slices.ContainsFunc(hops, func(h hop) bool { return h.addr == c.h.addr }) {
+		c.cached = true
 		return c
 	}
 	c.quit()

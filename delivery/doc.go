@@ -22,7 +22,8 @@
 // Each destination (a recipient domain, an MX site with [ShapeBySite], or a
 // pool) has a concurrency cap on open connections, idle ones included, that
 // adapts to the peer's answers, optional message and connection rates, a
-// cache of idle connections verified with RSET before reuse, and a parking
+// cache of idle connections reused without a check (one that the peer
+// closed while idle costs a new connection, not a failure), and a parking
 // state that spends no worker on a destination that keeps failing. An
 // address that cannot be reached is remembered as dead, for every
 // destination that uses it, for [WithDeadHostTime]; an address whose
@@ -51,6 +52,10 @@
 //     5.1); address literals; deadlines per stage in the spirit of section
 //     4.5.3.2 (shorter defaults, see [Timeouts]).
 //   - RFC 2033: LMTP, with one reply per recipient after the final dot.
+//   - RFC 2920: PIPELINING; MAIL, every RCPT and DATA go out in one write
+//     when the next hop offers it, one command per round trip otherwise.
+//     go-smtp's client opens the session (EHLO, STARTTLS, AUTH); the agent
+//     speaks the transactions, RSET and QUIT itself.
 //   - RFC 7505: a null MX bounces with 556 5.1.10.
 //   - RFC 1035 and RFC 2308: DNS over UDP with a retry over TCP for
 //     truncated answers; answers are cached for their TTL (at most an
@@ -83,8 +88,9 @@
 //     rather than RFC 6533 message/global-*.
 //   - TLS is opportunistic or required, without MTA-STS (RFC 8461) or
 //     DANE (RFC 7672).
-//   - A reused connection is verified with RSET, after which go-smtp says
-//     EHLO again before MAIL.
+//   - A reused connection gets MAIL at once (RFC 5321 section 3.3), with
+//     no RSET or NOOP first; RSET is sent only after a transaction
+//     abandoned with MAIL accepted.
 //   - There are no reply-pattern rules (a regular expression on a reply
 //     choosing a backoff profile) and no per-attempt progress watchdog
 //     beyond the per-stage deadlines.

@@ -46,7 +46,8 @@ type Timeouts struct {
 	// (for LMTP, for all the per-recipient replies).
 	Data time.Duration
 	// Command bounds each write of the message body and the replies to
-	// the other commands (RSET before reusing a connection, AUTH, QUIT).
+	// the other commands (AUTH, QUIT, RSET after an abandoned transaction,
+	// the lone final dot after a 354 with no recipient left).
 	Command time.Duration
 	// DNS bounds each DNS query to one resolver.
 	DNS time.Duration

@@ -55,9 +55,9 @@ func TestConnectionReuse(t *testing.T) {
 	}
 }
 
-func TestReuseVerifiedWithRSET(t *testing.T) {
+func TestReuseOfConnectionRefusedAfterOneMessage(t *testing.T) {
 	// The server takes one message per connection and then hangs up on
-	// anything but QUIT: the RSET of a reuse fails and a new connection
+	// anything but QUIT: the MAIL of a reuse fails and a new connection
 	// is opened, within the same attempt.
 	addr, accepted := fakeServer(t, "127.0.0.1:0", acceptOne)
 	e := newAgent(t, delivery.WithSmarthost(addr))

@@ -31,12 +31,17 @@ func (e *tlsFailure) Unwrap() error { return e.err }
 // recipients without a final reply move to the next address.
 type hopError struct {
 	h     hop
-	phase string // "connect", "greeting", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "RSET"
+	phase string // "connect", "greeting", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA"
 	err   error
 	// unreachable is set for failures that say the address is down or
 	// hung (refused, timed out, reset before any reply): the dead-host
 	// memory records them.
 	unreachable bool
+	// stale is set when a connection taken from the idle cache failed at
+	// its first command: the next hop closed it while it was idle, which
+	// says nothing about the host, and the message is tried again at once
+	// on a new connection.
+	stale bool
 }
 
 func (e *hopError) Error() string { return fmt.Sprintf("%s %s: %v", e.h, e.phase, e.err) }
@@ -75,13 +80,20 @@ type conn struct {
 	a      *Agent
 	h      hop
 	pol    policy
-	raw    net.Conn // the connection under the client (TLS if started)
-	c      *smtp.Client
-	tlsVer string // TLS version name, "" in plain text
-	local  string // local address, host:port
-	msgs   int    // transactions completed
-	broken bool   // an error left the connection unusable
-	hung   bool   // the peer stopped answering after the final dot
+	raw    net.Conn     // the connection under the client (TLS if started)
+	c      *smtp.Client // opens the session; nil after takeOver
+	tlsVer string       // TLS version name, "" in plain text
+	local  string       // local address, host:port
+	msgs   int          // transactions completed
+	broken bool         // an error left the connection unusable
+	hung   bool         // the peer stopped answering after the final dot
+	cached bool         // taken from the idle cache; no reply read since
+
+	// The session after takeOver (wire.go).
+	ext extensions
+	wd  *deadlineWriter // under bw: a deadline on every write
+	bw  *bufio.Writer
+	tr  *textproto.Reader
 
 	timer *time.Timer // idle timer; guarded by the destination's mu
 }
@@ -122,6 +134,7 @@ func (a *Agent) open(ctx context.Context, h hop, pol policy, useTLS bool) (*conn
 			return nil, err
 		}
 	}
+	cn.takeOver()
 	return cn, nil
 }
 
@@ -221,16 +234,6 @@ func (cn *conn) auth() error {
 	return nil
 }
 
-// reset verifies a cached connection before reuse (RSET).
-func (cn *conn) reset() error {
-	cn.c.CommandTimeout = cn.a.cfg.timeouts.Command
-	if err := cn.c.Reset(); err != nil {
-		cn.broken = true
-		return newHopError(cn.h, "RSET", err)
-	}
-	return nil
-}
-
 // maxQuitWait bounds the wait for the reply to QUIT: nothing depends on
 // it, and Agent.Close quits every idle connection.
 const maxQuitWait = 2 * time.Second
@@ -238,8 +241,7 @@ const maxQuitWait = 2 * time.Second
 // quit ends the session politely and closes the connection.
 func (cn *conn) quit() {
 	if !cn.broken {
-		cn.c.CommandTimeout = min(cn.a.cfg.timeouts.Command, maxQuitWait)
-		_ = cn.c.Quit()
+		_, _ = cn.command("QUIT", min(cn.a.cfg.timeouts.Command, maxQuitWait))
 	}
 	cn.raw.Close()
 }
@@ -251,153 +253,6 @@ func (cn *conn) stopIdle() {
 		cn.timer.Stop()
 		cn.timer = nil
 	}
-}
-
-// send runs one transaction for rcpts. It records final replies in rcpts;
-// a non-nil error (a *hopError) is a connection-level failure after which
-// the connection is unusable and the recipients without a final reply
-// should be tried at the next address.
-func (cn *conn) send(ctx context.Context, msg *queue.Message, rcpts []*rcptState) error {
-	for _, r := range rcpts {
-		r.relay, r.ip, r.tls, r.source = cn.h.name, cn.h.addr.String(), cn.tlsVer, cn.local
-	}
-	stop := context.AfterFunc(ctx, func() { cn.raw.Close() })
-	err := cn.transaction(msg, rcpts)
-	if !stop() { // ctx ended and closed the connection
-		cn.broken = true
-		if err == nil {
-			err = newHopError(cn.h, "DATA", ctx.Err())
-		}
-	}
-	if err != nil {
-		cn.broken = true
-		return err
-	}
-	cn.msgs++
-	return nil
-}
-
-// transaction runs MAIL, RCPT and DATA for rcpts.
-func (cn *conn) transaction(msg *queue.Message, rcpts []*rcptState) error {
-	env := msg.Envelope
-	t := cn.a.cfg.timeouts
-	if ok, _ := cn.c.Extension("SMTPUTF8"); env.SMTPUTF8 && !ok {
-		finishAll(rcpts, sluice.NewReply(553, sluice.EnhancedCode{5, 6, 7},
-			"next hop %s does not support SMTPUTF8, required by this message", cn.h))
-		return nil
-	}
-	cn.c.CommandTimeout = t.Mail
-	if err := cn.c.Mail(env.From, mailOptions(msg)); err != nil {
-		// A 5xx bounces every recipient; anything else moves them on.
-		if r, ok := sluice.ReplyOf(remoteErr(err)); ok && r.Permanent() {
-			finishAll(rcpts, r)
-			return nil
-		}
-		return newHopError(cn.h, "MAIL", err)
-	}
-	var accepted []*rcptState
-	cn.c.CommandTimeout = t.Rcpt
-	for _, r := range rcpts {
-		err := cn.c.Rcpt(r.rcpt.Address, rcptOptions(r.rcpt))
-		if err == nil {
-			accepted = append(accepted, r)
-			continue
-		}
-		reply, ok := sluice.ReplyOf(remoteErr(err))
-		if !ok || reply.Code == 421 { // the session is over
-			return newHopError(cn.h, "RCPT", err)
-		}
-		r.finish(reply)
-	}
-	if len(accepted) == 0 {
-		return nil
-	}
-	return cn.data(msg, accepted)
-}
-
-// data sends the body to the accepted recipients, streaming it from the
-// spool, and records the final reply (for LMTP, each recipient's).
-func (cn *conn) data(msg *queue.Message, accepted []*rcptState) error {
-	t := cn.a.cfg.timeouts
-	cn.c.CommandTimeout = t.DataStart
-	w, err := cn.c.Data()
-	if err != nil {
-		r, ok := sluice.ReplyOf(remoteErr(err))
-		if !ok || r.Code == 421 {
-			return newHopError(cn.h, "DATA", err)
-		}
-		finishAll(accepted, r)
-		return nil
-	}
-	body, err := msg.Open()
-	if err != nil {
-		cn.broken = true
-		cn.raw.Close() // abort: no final dot
-		finishAll(accepted, sluice.NewReply(451, sluice.EnhancedCode{4, 3, 0}, "cannot open queued message: %v", err))
-		return nil
-	}
-	defer body.Close()
-	src := &errReader{r: body}
-	dst := &deadlineWriter{w: w, conn: cn.raw, timeout: t.Command}
-	if t.DataRate > 0 {
-		dst.rate = t.DataRate
-		dst.end = time.Now().Add(t.Command + time.Duration(float64(msg.Size)/float64(t.DataRate)*float64(time.Second)))
-	}
-	buf := copyBufs.Get().(*[]byte)
-	_, err = io.CopyBuffer(dst, src, *buf)
-	copyBufs.Put(buf)
-	if err != nil {
-		cn.broken = true
-		cn.raw.Close() // abort without the final dot, so nothing is delivered
-		if src.err != nil {
-			cn.a.log.Error("queued message unreadable", "queue_id", msg.Envelope.ID, "err", src.err)
-			finishAll(accepted, sluice.NewReply(451, sluice.EnhancedCode{4, 3, 0}, "cannot read queued message: %v", src.err))
-			return nil
-		}
-		return newHopError(cn.h, "DATA", err)
-	}
-	cn.c.SubmissionTimeout = t.Data
-	if cn.pol.transport == LMTP {
-		return cn.lmtpReplies(w, accepted)
-	}
-	resp, err := w.CloseWithResponse()
-	if err != nil {
-		if r, ok := sluice.ReplyOf(remoteErr(err)); ok {
-			finishAll(accepted, r)
-			cn.broken = cn.broken || r.Code == 421
-			return nil
-		}
-		// The next hop may have the message already: retry later rather
-		// than at another address now.
-		var ne net.Error
-		cn.broken, cn.hung = true, errors.As(err, &ne) && ne.Timeout()
-		finishAll(accepted, sluice.NewReply(451, sluice.EnhancedCode{4, 4, 2},
-			"%s: no reply after end of data: %v", cn.h, err))
-		return nil
-	}
-	finishAll(accepted, parseReply(250, resp.StatusText))
-	return nil
-}
-
-// lmtpReplies records the per-recipient replies of an LMTP server
-// (RFC 2033 section 4.2).
-func (cn *conn) lmtpReplies(w *smtp.DataCommand, accepted []*rcptState) error {
-	resps, err := w.CloseWithLMTPResponse()
-	var perRcpt smtp.LMTPDataError
-	if err != nil && !errors.As(err, &perRcpt) {
-		cn.broken = true
-	}
-	for _, r := range accepted {
-		switch {
-		case resps[r.rcpt.Address] != nil:
-			r.finish(parseReply(250, resps[r.rcpt.Address].StatusText))
-		case perRcpt[r.rcpt.Address] != nil:
-			r.finish(remoteErr(perRcpt[r.rcpt.Address]).(*sluice.Reply))
-		default:
-			r.finish(sluice.NewReply(451, sluice.EnhancedCode{4, 4, 2}, "%s: no LMTP reply for this recipient: %v", cn.h, err))
-		}
-	}
-	return nil
 }
 
 func mailOptions(msg *queue.Message) *smtp.MailOptions {
@@ -465,12 +320,13 @@ func protoErr(err error) error {
 }
 
 // parseReply builds a Reply from a reply's text, which may start with an
-// enhanced code.
+// enhanced code. As in go-smtp, the enhanced code that RFC 2034 repeats
+// on every line of a multi-line reply is kept only once.
 func parseReply(code int, text string) *sluice.Reply {
 	r := &sluice.Reply{Code: code, Message: text}
 	if first, rest, ok := strings.Cut(text, " "); ok {
 		if ec, err := sluice.ParseEnhancedCode(first); err == nil {
-			r.Enhanced, r.Message = ec, rest
+			r.Enhanced, r.Message = ec, strings.ReplaceAll(rest, "\n"+first+" ", "\n")
 		}
 	}
 	return r
@@ -491,14 +347,14 @@ func (g *greetedConn) Read(p []byte) (int, error) {
 	return g.Conn.Read(p)
 }
 
-// errReader remembers the error of its reader other than io.EOF, so a
-// failed copy can tell a damaged spool from a failed connection.
 // copyBufs hold the buffers that bodies are copied through on their way
 // to the next hop. io.Copy would allocate 32 KiB for every message (neither
 // side has ReadFrom or WriteTo): in the relay benchmark that was 56% of
 // the bytes sluice allocated.
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
+// errReader remembers the error of its reader other than io.EOF, so a
+// failed copy can tell a damaged spool from a failed connection.
 type errReader struct {
 	r   io.Reader
 	err error

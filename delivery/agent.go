@@ -249,19 +249,28 @@ func (a *Agent) deliver(ctx context.Context, msg *queue.Message) []queue.Result 
 	start := time.Now()
 	states, groups := a.groups(msg)
 
-	sem := make(chan struct{}, maxParallelGroups)
-	var wg sync.WaitGroup
-	for _, g := range groups {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			gstart := time.Now()
-			a.deliverGroup(ctx, msg, g)
-			a.metrics.observe(time.Since(gstart))
-		}()
+	deliverGroup := func(g *group) {
+		gstart := time.Now()
+		a.deliverGroup(ctx, msg, g)
+		a.metrics.observe(time.Since(gstart))
 	}
-	wg.Wait()
+	if len(groups) == 1 {
+		// The common case, on the caller's goroutine: a new one per
+		// message would also grow a fresh stack for every session.
+		deliverGroup(groups[0])
+	} else {
+		sem := make(chan struct{}, maxParallelGroups)
+		var wg sync.WaitGroup
+		for _, g := range groups {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				deliverGroup(g)
+			}()
+		}
+		wg.Wait()
+	}
 
 	results := make([]queue.Result, len(states))
 	for i, st := range states {

@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"time"
 
@@ -64,27 +65,29 @@ func (a *Agent) logResult(ctx context.Context, msg *queue.Message, st *rcptState
 		Attempt: msg.Attempt, Result: outcome.String(), Category: Categorize(r),
 		Delay: delay.Seconds(), Duration: took.Seconds(),
 	}
-	a.log.Info("delivery",
-		"queue_id", rec.QueueID,
-		"from", rec.From,
-		"to", rec.To,
-		"route", rec.Route,
-		"relay", rec.Relay,
-		"ip", rec.IP,
-		"source_ip", rec.SourceIP,
-		"tls", rec.TLS != "",
-		"tls_version", rec.TLS,
-		"reply", rec.Reply,
-		"code", rec.Code,
-		"enhanced", rec.Enhanced,
-		"text", rec.Text,
-		"attempt", rec.Attempt,
-		"result", rec.Result,
-		"category", string(rec.Category),
-		// Seconds, as Postfix's delay=: a Duration would log as nanoseconds in JSON.
-		"delay", rec.Delay,
-		"duration", rec.Duration,
-	)
+	if a.log.Enabled(ctx, slog.LevelInfo) {
+		a.log.LogAttrs(ctx, slog.LevelInfo, "delivery",
+			slog.String("queue_id", rec.QueueID),
+			slog.String("from", rec.From),
+			slog.String("to", rec.To),
+			slog.String("route", rec.Route),
+			slog.String("relay", rec.Relay),
+			slog.String("ip", rec.IP),
+			slog.String("source_ip", rec.SourceIP),
+			slog.Bool("tls", rec.TLS != ""),
+			slog.String("tls_version", rec.TLS),
+			slog.String("reply", rec.Reply),
+			slog.Int("code", rec.Code),
+			slog.String("enhanced", rec.Enhanced),
+			slog.String("text", rec.Text),
+			slog.Int("attempt", rec.Attempt),
+			slog.String("result", rec.Result),
+			slog.String("category", string(rec.Category)),
+			// Seconds, as Postfix's delay=: a Duration would log as nanoseconds in JSON.
+			slog.Float64("delay", rec.Delay),
+			slog.Float64("duration", rec.Duration),
+		)
+	}
 	if a.cfg.recorder != nil {
 		a.cfg.recorder.Record(ctx, rec)
 	}

@@ -47,7 +47,6 @@ type Queue struct {
 
 	overdue        int          // retries due before Serve started (set before the loop)
 	overdueStarted atomic.Int64 // of which started
-	retryScanned   time.Time    // the last scan of the retry lane; only Serve's loop uses it
 
 	attempts sync.WaitGroup // in-flight attempts
 	calls    sync.WaitGroup // in-flight Enqueue and operation calls

@@ -68,131 +68,95 @@ const idle = time.Minute
 // returns how long to wait before looking again. Retries first get their
 // reserve (so a sustained stream of fresh mail cannot starve them), then
 // fresh mail every free worker, then retries what is left of their budget.
-//
-// A retry lane that the counts say is empty is not scanned, except once
-// every emptyLaneRescan: even an empty scan opens a store iterator, and a
-// relay dispatches thousands of times a second (the two retry scans were
-// a tenth of sluice's CPU in the relay benchmark, with no retries queued).
-// The rescan bounds what a miscount could cost to a delay.
 func (q *Queue) dispatch(d Deliverer) time.Duration {
 	now := q.cfg.now()
 	wait := idle
-	free, retryFree, reserve, retryQueued := q.free()
-	scanRetry := retryQueued || now.Sub(q.retryScanned) >= emptyLaneRescan || now.Before(q.retryScanned)
-	if scanRetry && (reserve > 0 || min(retryFree, free) > 0) {
-		q.retryScanned = now
-	}
-	if !scanRetry {
-		wait = min(wait, emptyLaneRescan-now.Sub(q.retryScanned))
-	}
-	if reserve > 0 && scanRetry {
-		started, next := q.scanLane(d, laneRetry, now, reserve)
+	free, retryFree, reserve := q.free()
+	if reserve > 0 {
+		started, next := q.runLane(d, laneRetry, now, reserve)
 		free, retryFree = free-started, retryFree-started
 		wait = min(wait, next)
 	}
 	if free > 0 {
-		started, next := q.scanLane(d, laneFresh, now, free)
+		started, next := q.runLane(d, laneFresh, now, free)
 		free -= started
 		wait = min(wait, next)
 	}
-	if retryFree = min(retryFree, free); retryFree > 0 && scanRetry {
-		_, next := q.scanLane(d, laneRetry, now, retryFree)
+	if retryFree = min(retryFree, free); retryFree > 0 {
+		_, next := q.runLane(d, laneRetry, now, retryFree)
 		wait = min(wait, next)
 	}
 	return max(wait, time.Millisecond)
 }
 
-// emptyLaneRescan is how often dispatch scans a retry lane that the counts
-// say is empty.
-const emptyLaneRescan = time.Second
-
 // free returns how many attempts may start now: in all, from the retry
 // lane, and from the retry lane ahead of fresh mail (its reserve: a tenth
-// of the workers, at least one, within the retry budget); and whether the
-// retry lane holds messages that are not in flight.
-func (q *Queue) free() (all, retry, reserve int, retryQueued bool) {
+// of the workers, at least one, within the retry budget).
+func (q *Queue) free() (all, retry, reserve int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	busy := q.count.inflight[laneFresh] + q.count.inflight[laneRetry]
 	all = max(q.cfg.workers-busy, 0)
 	retry = max(min(all, q.retryCap()-q.count.inflight[laneRetry]), 0)
 	reserve = max(min(retry, max(1, q.cfg.workers/10)-q.count.inflight[laneRetry]), 0)
-	return all, retry, reserve, q.count.lanes[laneRetry] > 0
+	return all, retry, reserve
 }
 
 func (q *Queue) retryCap() int {
 	return max(1, int(float64(q.cfg.workers)*q.cfg.retryBudget))
 }
 
-// scanFloor is a lane's scan floor: no live due key of the lane is earlier
-// than at, except keys of messages in flight. Scans start there instead of
-// at the head of the lane, so they do not step over the deletion markers
-// that every finished attempt leaves behind (which the store drops only at
-// compaction). Every write of a due key lowers the floor after it commits;
-// a scan raises it only if no write happened while it ran (gen).
-type scanFloor struct {
-	at  int64
-	gen uint64
-}
-
-func (q *Queue) lowerFloor(l lane, t int64) {
-	q.floorMu.Lock()
-	defer q.floorMu.Unlock()
-	f := q.floors[l]
-	f.at = min(f.at, t)
-	f.gen++
-	q.floors[l] = f
-}
-
-func (q *Queue) readFloor(l lane) scanFloor {
-	q.floorMu.Lock()
-	defer q.floorMu.Unlock()
-	return q.floors[l]
-}
-
-func (q *Queue) raiseFloor(l lane, seen scanFloor, t int64) {
-	q.floorMu.Lock()
-	defer q.floorMu.Unlock()
-	if f := q.floors[l]; f.gen == seen.gen && t > f.at {
-		f.at = t
-		q.floors[l] = f
+// runLane starts up to limit attempts from lane l and returns how many it
+// started and how long until the lane has more due. A lane whose floor is
+// in the future has nothing due and is not read at all: the scheduler runs
+// on every enqueue and every finished attempt, thousands of times a second
+// in a busy relay, and opening a store iterator was most of its cost.
+func (q *Queue) runLane(d Deliverer, l lane, now time.Time, limit int) (int, time.Duration) {
+	floor := q.readFloor(l)
+	if t := now.UnixNano(); t < floor.at {
+		return 0, time.Duration(floor.at - t)
 	}
+	return q.scanLane(d, l, now, limit, floor)
+}
+
+// candidate is a due index entry the scheduler may start.
+type candidate struct {
+	key     []byte
+	id      string
+	t       int64
+	overdue bool // a retry due before Serve started, for the restart ramp
 }
 
 // scanLane starts up to limit attempts from lane l, in due order, and
 // returns how many it started and how long until the lane has more due.
-// It reads only index keys, from the lane's scan floor up to now, so its
-// cost depends on the attempts in flight and the limit, not on the depth
-// of the queue.
-func (q *Queue) scanLane(d Deliverer, l lane, now time.Time, limit int) (int, time.Duration) {
-	floor := q.readFloor(l)
-	lower := dueKey(l, floor.at, "")
-	upper := dueKey(l, now.UnixNano()+1, "")
+// It reads only index keys, with one iterator, from the lane's scan floor
+// to the first key not yet due, so its cost depends on the attempts in
+// flight and the limit, not on the depth of the queue. It raises the floor
+// to where it stopped.
+func (q *Queue) scanLane(d Deliverer, l lane, now time.Time, limit int, floor scanFloor) (int, time.Duration) {
+	nowNS := now.UnixNano()
 	wait := idle
-	type candidate struct {
-		key     []byte
-		id      string
-		t       int64
-		overdue bool
-	}
 	var found []candidate
 	ramp, rampWait := q.restartAllowance(l, now)
-	pending := now.UnixNano() + 1         // earliest key seen that stays due and idle
+	stop := int64(math.MaxInt64)          // every idle key of the lane not in found is at or after stop
 	budget := limit + q.cfg.workers + 256 // keys looked at before giving up for now
-	complete := true
-	err := q.spool.store.Scan(lower, upper, func(k, _ []byte) (bool, error) {
+	err := q.spool.store.Scan(dueKey(l, floor.at, ""), laneEnd(l), func(k, _ []byte) (bool, error) {
 		budget--
 		_, t, id, ok := parseDueKey(k)
 		overdue := l == laneRetry && t < q.started.UnixNano()
 		switch {
 		case !ok:
 			// Damaged keys are dealt with by the census at the next start.
+		case t > nowNS:
+			// The first key not yet due: nothing more to start before t.
+			// Reading it here spares a second iterator to find it.
+			stop, wait = t, time.Duration(t-nowNS)
+			return false, nil
 		case q.isInflight(id):
 		case overdue && ramp == 0:
 			// Due before Serve started and the restart ramp allows no
 			// more yet; the rest of the lane is later still.
-			pending, wait = min(pending, t), min(wait, rampWait)
-			complete = false
+			stop, wait = t, rampWait
 			return false, nil
 		default:
 			found = append(found, candidate{bytes.Clone(k), id, t, overdue})
@@ -201,8 +165,7 @@ func (q *Queue) scanLane(d Deliverer, l lane, now time.Time, limit int) (int, ti
 			}
 		}
 		if len(found) == limit || budget == 0 {
-			pending = min(pending, t)
-			complete = false
+			stop, wait = t, 0 // more may be due: look again at once
 			return false, nil
 		}
 		return true, nil
@@ -214,7 +177,7 @@ func (q *Queue) scanLane(d Deliverer, l lane, now time.Time, limit int) (int, ti
 	started := 0
 	for _, c := range found {
 		if !q.start(d, l, c.key, c.id) {
-			pending = min(pending, c.t)
+			stop = min(stop, c.t)
 			continue
 		}
 		started++
@@ -222,19 +185,7 @@ func (q *Queue) scanLane(d Deliverer, l lane, now time.Time, limit int) (int, ti
 			q.overdueStarted.Add(1)
 		}
 	}
-	q.raiseFloor(l, floor, pending)
-	switch {
-	case complete:
-		// Everything due now has started: sleep until the next entry.
-		q.spool.store.Scan(upper, laneEnd(l), func(k, _ []byte) (bool, error) {
-			if _, t, _, ok := parseDueKey(k); ok {
-				wait = min(wait, time.Duration(t-now.UnixNano()))
-			}
-			return false, nil
-		})
-	case len(found) == limit || budget == 0:
-		wait = 0 // more may be due: look again at once
-	}
+	q.raiseFloor(l, floor, stop)
 	return started, wait
 }
 

@@ -107,16 +107,36 @@ func (q *Queue) retryCap() int {
 }
 
 // runLane starts up to limit attempts from lane l and returns how many it
-// started and how long until the lane has more due. A lane whose floor is
-// in the future has nothing due and is not read at all: the scheduler runs
-// on every enqueue and every finished attempt, thousands of times a second
-// in a busy relay, and opening a store iterator was most of its cost.
+// started and how long until the lane has more due. Hints come first (they
+// are the oldest due entries the floor does not cover); then the lane is
+// scanned from its floor, unless the floor is in the future: nothing there
+// is due. The scheduler runs on every enqueue and every finished attempt,
+// thousands of times a second in a busy relay, so most runs read no index
+// at all.
 func (q *Queue) runLane(d Deliverer, l lane, now time.Time, limit int) (int, time.Duration) {
+	started := 0
+	for l == laneFresh && started < limit {
+		c, ok := q.nextHint()
+		if !ok {
+			break
+		}
+		if q.start(d, l, c) {
+			started++
+		}
+	}
+	if started == limit {
+		return started, 0 // more may be due: look again once a worker is free
+	}
 	floor := q.readFloor(l)
 	if t := now.UnixNano(); t < floor.at {
-		return 0, time.Duration(floor.at - t)
+		return started, time.Duration(floor.at - t)
 	}
-	return q.scanLane(d, l, now, limit, floor)
+	extra := 0
+	if l == laneFresh {
+		extra = q.hintCap() // the hints are empty: read ahead
+	}
+	n, wait := q.scanLane(d, l, now, limit-started, extra, floor)
+	return started + n, wait
 }
 
 // candidate is a due index entry the scheduler may start.
@@ -124,22 +144,25 @@ type candidate struct {
 	key     []byte
 	id      string
 	t       int64
-	overdue bool // a retry due before Serve started, for the restart ramp
+	overdue bool            // a retry due before Serve started, for the restart ramp
+	se      *storedEnvelope // the envelope Enqueue stored, or nil: start reads it
 }
 
 // scanLane starts up to limit attempts from lane l, in due order, and
 // returns how many it started and how long until the lane has more due.
 // It reads only index keys, with one iterator, from the lane's scan floor
 // to the first key not yet due, so its cost depends on the attempts in
-// flight and the limit, not on the depth of the queue. It raises the floor
-// to where it stopped.
-func (q *Queue) scanLane(d Deliverer, l lane, now time.Time, limit int, floor scanFloor) (int, time.Duration) {
+// flight and the limit, not on the depth of the queue. Up to extra due
+// entries beyond those it starts become hints. It raises the floor to
+// where it stopped.
+func (q *Queue) scanLane(d Deliverer, l lane, now time.Time, limit, extra int, floor scanFloor) (int, time.Duration) {
 	nowNS := now.UnixNano()
 	wait := idle
 	var found []candidate
 	ramp, rampWait := q.restartAllowance(l, now)
-	stop := int64(math.MaxInt64)          // every idle key of the lane not in found is at or after stop
-	budget := limit + q.cfg.workers + 256 // keys looked at before giving up for now
+	stop := int64(math.MaxInt64) // every idle key of the lane not in found is at or after stop
+	want := limit + extra
+	budget := want + q.cfg.workers + 256 // keys looked at before giving up for now
 	err := q.spool.store.Scan(dueKey(l, floor.at, ""), laneEnd(l), func(k, _ []byte) (bool, error) {
 		budget--
 		_, t, id, ok := parseDueKey(k)
@@ -159,12 +182,12 @@ func (q *Queue) scanLane(d Deliverer, l lane, now time.Time, limit int, floor sc
 			stop, wait = t, rampWait
 			return false, nil
 		default:
-			found = append(found, candidate{bytes.Clone(k), id, t, overdue})
+			found = append(found, candidate{key: bytes.Clone(k), id: id, t: t, overdue: overdue})
 			if overdue {
 				ramp--
 			}
 		}
-		if len(found) == limit || budget == 0 {
+		if len(found) == want || budget == 0 {
 			stop, wait = t, 0 // more may be due: look again at once
 			return false, nil
 		}
@@ -174,9 +197,10 @@ func (q *Queue) scanLane(d Deliverer, l lane, now time.Time, limit int, floor sc
 		q.log.Error("due index scan failed", "lane", l.String(), "err", err)
 		return 0, time.Second
 	}
-	started := 0
-	for _, c := range found {
-		if !q.start(d, l, c.key, c.id) {
+	started, n := 0, 0
+	for ; n < len(found) && started < limit; n++ {
+		c := found[n]
+		if !q.start(d, l, c) {
 			stop = min(stop, c.t)
 			continue
 		}
@@ -185,7 +209,11 @@ func (q *Queue) scanLane(d Deliverer, l lane, now time.Time, limit int, floor sc
 			q.overdueStarted.Add(1)
 		}
 	}
-	q.raiseFloor(l, floor, stop)
+	extras := found[n:]
+	if len(extras) > 0 {
+		wait = 0 // due now: start them once a worker is free
+	}
+	q.scanned(l, floor, stop, extras)
 	return started, wait
 }
 
@@ -224,16 +252,21 @@ func (q *Queue) isInflight(id string) bool {
 	return q.inflight[id] != nil
 }
 
-// start loads the message indexed by due key k and starts its attempt. It
-// reports false if the message is gone, moved, damaged or already in
-// flight.
-func (q *Queue) start(d Deliverer, l lane, k []byte, id string) bool {
+// start loads the message indexed by due index entry c and starts its
+// attempt. It reports false if the message is gone, moved, damaged or
+// already in flight. The state record is always read, so that an entry
+// found earlier, or a hint, is checked against the store.
+func (q *Queue) start(d Deliverer, l lane, c candidate) bool {
+	k, id := c.key, c.id
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed || q.inflight[id] != nil {
 		return false
 	}
-	se, err := q.spool.readEnvelope(id)
+	se, err := c.se, error(nil)
+	if se == nil {
+		se, err = q.spool.readEnvelope(id)
+	}
 	var st *msgState
 	if err == nil {
 		st, err = q.spool.readState(id, len(se.Env.Recipients))
@@ -252,6 +285,9 @@ func (q *Queue) start(d Deliverer, l lane, k []byte, id string) bool {
 		q.quarantineRecords(id, k, domains, err)
 		return false
 	case errors.Is(err, ErrNotFound):
+		if _, kerr := q.spool.store.Get(k); errors.Is(kerr, ErrNotFound) {
+			return false // removed since the entry was found
+		}
 		// An index entry left behind by a crash between batches cannot
 		// happen (batches are atomic), but a store is allowed to be
 		// imperfect: drop the stale entry.
@@ -262,6 +298,7 @@ func (q *Queue) start(d Deliverer, l lane, k []byte, id string) bool {
 		return false
 	case err != nil:
 		q.log.Error("message not readable; will retry", "queue_id", id, "err", err)
+		q.lowerFloor(l, c.t) // a hint is not kept: let a scan find it again
 		return false
 	case !bytes.Equal(stateDueKey(id, st), k):
 		return false // moved by an operation since the scan

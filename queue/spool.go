@@ -98,9 +98,10 @@ var chunkBufs = sync.Pool{New: func() any { b := make([]byte, 2*chunkSize+record
 // writeMessage stores a new message: its body in chunks read from body,
 // then, in one last batch, its envelope, state and index entries. It
 // returns once the batches are committed; the caller makes them durable
-// with sync and tells the scheduler of the due key. A body too large for one batch is written in several, the
-// first of which marks the message partial so that a crash before the
-// last batch leaves nothing behind but chunks that the next start deletes.
+// with sync and tells the scheduler of the due key. A body too large for
+// one batch is written in several, the first of which marks the message
+// partial so that a crash before the last batch leaves nothing behind but
+// chunks that the next start deletes.
 func (s *spool) writeMessage(id string, env *sluice.Envelope, st *msgState, domains []string, body io.Reader) (*storedEnvelope, error) {
 	buf := chunkBufs.Get().(*[]byte)
 	defer chunkBufs.Put(buf)

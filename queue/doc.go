@@ -47,8 +47,10 @@
 // Messages wait in one of three lanes of the due index: fresh (never
 // tried), retry (deferred at least once) and held. The scheduler reads
 // index keys up to the current time and loads only the messages it starts,
-// so memory holds the messages in flight (at most WithWorkers) and a count
-// per recipient domain, however deep the queue. First attempts may use
+// so memory holds the messages in flight (at most WithWorkers), the index
+// entries of at most twice as many fresh messages waiting for a worker
+// (handed over by Enqueue, checked against the store when started) and a
+// count per recipient domain, however deep the queue. First attempts may use
 // every worker; retries at most WithRetryBudget's share, so a backlog of
 // deferred mail never delays fresh mail (seed 002). An attempt's lease is
 // its index entry, which stays in place until the attempt's outcome is

@@ -42,12 +42,12 @@ type Queue struct {
 	started     time.Time     // when Serve began, for the restart spread
 	stop        chan struct{} // closed by Shutdown/Close to stop Serve
 
-	floorMu sync.Mutex // guards floors
-	floors  map[lane]scanFloor
+	laneMu sync.Mutex // guards floors and hints; taken after mu, never before
+	floors map[lane]scanFloor
+	hints  []candidate // fresh lane entries to start without a scan (lanes.go)
 
 	overdue        int          // retries due before Serve started (set before the loop)
 	overdueStarted atomic.Int64 // of which started
-	retryScanned   time.Time    // the last scan of the retry lane; only Serve's loop uses it
 
 	attempts sync.WaitGroup // in-flight attempts
 	calls    sync.WaitGroup // in-flight Enqueue and operation calls
@@ -249,8 +249,10 @@ func (q *Queue) enqueue(ctx context.Context, env *sluice.Envelope, body io.Reade
 	q.count.lanes[st.lane()]++
 	q.count.addDomains(domains, 1)
 	q.mu.Unlock()
-	_, err := q.spool.writeMessage(env.ID, env, st, domains, body)
+	se, err := q.spool.writeMessage(env.ID, env, st, domains, body)
 	if err == nil {
+		due := stateDueKey(env.ID, st)
+		q.noteEnqueued(st.lane(), candidate{key: due, id: env.ID, t: st.Next, se: se})
 		err = q.spool.gsync.wait()
 	}
 	if err != nil {

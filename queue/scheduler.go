@@ -68,141 +68,127 @@ const idle = time.Minute
 // returns how long to wait before looking again. Retries first get their
 // reserve (so a sustained stream of fresh mail cannot starve them), then
 // fresh mail every free worker, then retries what is left of their budget.
-//
-// A retry lane that the counts say is empty is not scanned, except once
-// every emptyLaneRescan: even an empty scan opens a store iterator, and a
-// relay dispatches thousands of times a second (the two retry scans were
-// a tenth of sluice's CPU in the relay benchmark, with no retries queued).
-// The rescan bounds what a miscount could cost to a delay.
 func (q *Queue) dispatch(d Deliverer) time.Duration {
 	now := q.cfg.now()
 	wait := idle
-	free, retryFree, reserve, retryQueued := q.free()
-	scanRetry := retryQueued || now.Sub(q.retryScanned) >= emptyLaneRescan || now.Before(q.retryScanned)
-	if scanRetry && (reserve > 0 || min(retryFree, free) > 0) {
-		q.retryScanned = now
-	}
-	if !scanRetry {
-		wait = min(wait, emptyLaneRescan-now.Sub(q.retryScanned))
-	}
-	if reserve > 0 && scanRetry {
-		started, next := q.scanLane(d, laneRetry, now, reserve)
+	free, retryFree, reserve := q.free()
+	if reserve > 0 {
+		started, next := q.runLane(d, laneRetry, now, reserve)
 		free, retryFree = free-started, retryFree-started
 		wait = min(wait, next)
 	}
 	if free > 0 {
-		started, next := q.scanLane(d, laneFresh, now, free)
+		started, next := q.runLane(d, laneFresh, now, free)
 		free -= started
 		wait = min(wait, next)
 	}
-	if retryFree = min(retryFree, free); retryFree > 0 && scanRetry {
-		_, next := q.scanLane(d, laneRetry, now, retryFree)
+	if retryFree = min(retryFree, free); retryFree > 0 {
+		_, next := q.runLane(d, laneRetry, now, retryFree)
 		wait = min(wait, next)
 	}
 	return max(wait, time.Millisecond)
 }
 
-// emptyLaneRescan is how often dispatch scans a retry lane that the counts
-// say is empty.
-const emptyLaneRescan = time.Second
-
 // free returns how many attempts may start now: in all, from the retry
 // lane, and from the retry lane ahead of fresh mail (its reserve: a tenth
-// of the workers, at least one, within the retry budget); and whether the
-// retry lane holds messages that are not in flight.
-func (q *Queue) free() (all, retry, reserve int, retryQueued bool) {
+// of the workers, at least one, within the retry budget).
+func (q *Queue) free() (all, retry, reserve int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	busy := q.count.inflight[laneFresh] + q.count.inflight[laneRetry]
 	all = max(q.cfg.workers-busy, 0)
 	retry = max(min(all, q.retryCap()-q.count.inflight[laneRetry]), 0)
 	reserve = max(min(retry, max(1, q.cfg.workers/10)-q.count.inflight[laneRetry]), 0)
-	return all, retry, reserve, q.count.lanes[laneRetry] > 0
+	return all, retry, reserve
 }
 
 func (q *Queue) retryCap() int {
 	return max(1, int(float64(q.cfg.workers)*q.cfg.retryBudget))
 }
 
-// scanFloor is a lane's scan floor: no live due key of the lane is earlier
-// than at, except keys of messages in flight. Scans start there instead of
-// at the head of the lane, so they do not step over the deletion markers
-// that every finished attempt leaves behind (which the store drops only at
-// compaction). Every write of a due key lowers the floor after it commits;
-// a scan raises it only if no write happened while it ran (gen).
-type scanFloor struct {
-	at  int64
-	gen uint64
-}
-
-func (q *Queue) lowerFloor(l lane, t int64) {
-	q.floorMu.Lock()
-	defer q.floorMu.Unlock()
-	f := q.floors[l]
-	f.at = min(f.at, t)
-	f.gen++
-	q.floors[l] = f
-}
-
-func (q *Queue) readFloor(l lane) scanFloor {
-	q.floorMu.Lock()
-	defer q.floorMu.Unlock()
-	return q.floors[l]
-}
-
-func (q *Queue) raiseFloor(l lane, seen scanFloor, t int64) {
-	q.floorMu.Lock()
-	defer q.floorMu.Unlock()
-	if f := q.floors[l]; f.gen == seen.gen && t > f.at {
-		f.at = t
-		q.floors[l] = f
+// runLane starts up to limit attempts from lane l and returns how many it
+// started and how long until the lane has more due. Hints come first (they
+// are the oldest due entries the floor does not cover); then the lane is
+// scanned from its floor, unless the floor is in the future: nothing there
+// is due. The scheduler runs on every enqueue and every finished attempt,
+// thousands of times a second in a busy relay, so most runs read no index
+// at all.
+func (q *Queue) runLane(d Deliverer, l lane, now time.Time, limit int) (int, time.Duration) {
+	started := 0
+	for l == laneFresh && started < limit {
+		c, ok := q.nextHint()
+		if !ok {
+			break
+		}
+		if q.start(d, l, c) {
+			started++
+		}
 	}
+	if started == limit {
+		return started, 0 // more may be due: look again once a worker is free
+	}
+	floor := q.readFloor(l)
+	if t := now.UnixNano(); t < floor.at {
+		return started, time.Duration(floor.at - t)
+	}
+	extra := 0
+	if l == laneFresh {
+		extra = q.hintCap() // the hints are empty: read ahead
+	}
+	n, wait := q.scanLane(d, l, now, limit-started, extra, floor)
+	return started + n, wait
+}
+
+// candidate is a due index entry the scheduler may start.
+type candidate struct {
+	key     []byte
+	id      string
+	t       int64
+	overdue bool            // a retry due before Serve started, for the restart ramp
+	se      *storedEnvelope // the envelope Enqueue stored, or nil: start reads it
 }
 
 // scanLane starts up to limit attempts from lane l, in due order, and
 // returns how many it started and how long until the lane has more due.
-// It reads only index keys, from the lane's scan floor up to now, so its
-// cost depends on the attempts in flight and the limit, not on the depth
-// of the queue.
-func (q *Queue) scanLane(d Deliverer, l lane, now time.Time, limit int) (int, time.Duration) {
-	floor := q.readFloor(l)
-	lower := dueKey(l, floor.at, "")
-	upper := dueKey(l, now.UnixNano()+1, "")
+// It reads only index keys, with one iterator, from the lane's scan floor
+// to the first key not yet due, so its cost depends on the attempts in
+// flight and the limit, not on the depth of the queue. Up to extra due
+// entries beyond those it starts become hints. It raises the floor to
+// where it stopped.
+func (q *Queue) scanLane(d Deliverer, l lane, now time.Time, limit, extra int, floor scanFloor) (int, time.Duration) {
+	nowNS := now.UnixNano()
 	wait := idle
-	type candidate struct {
-		key     []byte
-		id      string
-		t       int64
-		overdue bool
-	}
 	var found []candidate
 	ramp, rampWait := q.restartAllowance(l, now)
-	pending := now.UnixNano() + 1         // earliest key seen that stays due and idle
-	budget := limit + q.cfg.workers + 256 // keys looked at before giving up for now
-	complete := true
-	err := q.spool.store.Scan(lower, upper, func(k, _ []byte) (bool, error) {
+	stop := int64(math.MaxInt64) // every idle key of the lane not in found is at or after stop
+	want := limit + extra
+	budget := want + q.cfg.workers + 256 // keys looked at before giving up for now
+	err := q.spool.store.Scan(dueKey(l, floor.at, ""), laneEnd(l), func(k, _ []byte) (bool, error) {
 		budget--
 		_, t, id, ok := parseDueKey(k)
 		overdue := l == laneRetry && t < q.started.UnixNano()
 		switch {
 		case !ok:
 			// Damaged keys are dealt with by the census at the next start.
+		case t > nowNS:
+			// The first key not yet due: nothing more to start before t.
+			// Reading it here spares a second iterator to find it.
+			stop, wait = t, time.Duration(t-nowNS)
+			return false, nil
 		case q.isInflight(id):
 		case overdue && ramp == 0:
 			// Due before Serve started and the restart ramp allows no
 			// more yet; the rest of the lane is later still.
-			pending, wait = min(pending, t), min(wait, rampWait)
-			complete = false
+			stop, wait = t, rampWait
 			return false, nil
 		default:
-			found = append(found, candidate{bytes.Clone(k), id, t, overdue})
+			found = append(found, candidate{key: bytes.Clone(k), id: id, t: t, overdue: overdue})
 			if overdue {
 				ramp--
 			}
 		}
-		if len(found) == limit || budget == 0 {
-			pending = min(pending, t)
-			complete = false
+		if len(found) == want || budget == 0 {
+			stop, wait = t, 0 // more may be due: look again at once
 			return false, nil
 		}
 		return true, nil
@@ -211,10 +197,11 @@ func (q *Queue) scanLane(d Deliverer, l lane, now time.Time, limit int) (int, ti
 		q.log.Error("due index scan failed", "lane", l.String(), "err", err)
 		return 0, time.Second
 	}
-	started := 0
-	for _, c := range found {
-		if !q.start(d, l, c.key, c.id) {
-			pending = min(pending, c.t)
+	started, n := 0, 0
+	for ; n < len(found) && started < limit; n++ {
+		c := found[n]
+		if !q.start(d, l, c) {
+			stop = min(stop, c.t)
 			continue
 		}
 		started++
@@ -222,19 +209,11 @@ func (q *Queue) scanLane(d Deliverer, l lane, now time.Time, limit int) (int, ti
 			q.overdueStarted.Add(1)
 		}
 	}
-	q.raiseFloor(l, floor, pending)
-	switch {
-	case complete:
-		// Everything due now has started: sleep until the next entry.
-		q.spool.store.Scan(upper, laneEnd(l), func(k, _ []byte) (bool, error) {
-			if _, t, _, ok := parseDueKey(k); ok {
-				wait = min(wait, time.Duration(t-now.UnixNano()))
-			}
-			return false, nil
-		})
-	case len(found) == limit || budget == 0:
-		wait = 0 // more may be due: look again at once
+	extras := found[n:]
+	if len(extras) > 0 {
+		wait = 0 // due now: start them once a worker is free
 	}
+	q.scanned(l, floor, stop, extras)
 	return started, wait
 }
 
@@ -273,16 +252,21 @@ func (q *Queue) isInflight(id string) bool {
 	return q.inflight[id] != nil
 }
 
-// start loads the message indexed by due key k and starts its attempt. It
-// reports false if the message is gone, moved, damaged or already in
-// flight.
-func (q *Queue) start(d Deliverer, l lane, k []byte, id string) bool {
+// start loads the message indexed by due index entry c and starts its
+// attempt. It reports false if the message is gone, moved, damaged or
+// already in flight. The state record is always read, so that an entry
+// found earlier, or a hint, is checked against the store.
+func (q *Queue) start(d Deliverer, l lane, c candidate) bool {
+	k, id := c.key, c.id
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed || q.inflight[id] != nil {
 		return false
 	}
-	se, err := q.spool.readEnvelope(id)
+	se, err := c.se, error(nil)
+	if se == nil {
+		se, err = q.spool.readEnvelope(id)
+	}
 	var st *msgState
 	if err == nil {
 		st, err = q.spool.readState(id, len(se.Env.Recipients))
@@ -301,6 +285,9 @@ func (q *Queue) start(d Deliverer, l lane, k []byte, id string) bool {
 		q.quarantineRecords(id, k, domains, err)
 		return false
 	case errors.Is(err, ErrNotFound):
+		if _, kerr := q.spool.store.Get(k); errors.Is(kerr, ErrNotFound) {
+			return false // removed since the entry was found
+		}
 		// An index entry left behind by a crash between batches cannot
 		// happen (batches are atomic), but a store is allowed to be
 		// imperfect: drop the stale entry.
@@ -311,6 +298,7 @@ func (q *Queue) start(d Deliverer, l lane, k []byte, id string) bool {
 		return false
 	case err != nil:
 		q.log.Error("message not readable; will retry", "queue_id", id, "err", err)
+		q.lowerFloor(l, c.t) // a hint is not kept: let a scan find it again
 		return false
 	case !bytes.Equal(stateDueKey(id, st), k):
 		return false // moved by an operation since the scan

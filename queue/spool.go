@@ -23,7 +23,7 @@ type spool struct {
 	lock  *os.File
 	store Store
 	gsync *groupSync
-	onDue func(l lane, t int64) // told of every due key written, after it commits
+	onDue func(l lane, t int64) // told of every due key written but a new message's, after it commits
 }
 
 // batchFlush is how many bytes of body chunks a write batch collects
@@ -98,9 +98,10 @@ var chunkBufs = sync.Pool{New: func() any { b := make([]byte, 2*chunkSize+record
 // writeMessage stores a new message: its body in chunks read from body,
 // then, in one last batch, its envelope, state and index entries. It
 // returns once the batches are committed; the caller makes them durable
-// with sync. A body too large for one batch is written in several, the
-// first of which marks the message partial so that a crash before the
-// last batch leaves nothing behind but chunks that the next start deletes.
+// with sync and tells the scheduler of the due key. A body too large for
+// one batch is written in several, the first of which marks the message
+// partial so that a crash before the last batch leaves nothing behind but
+// chunks that the next start deletes.
 func (s *spool) writeMessage(id string, env *sluice.Envelope, st *msgState, domains []string, body io.Reader) (*storedEnvelope, error) {
 	buf := chunkBufs.Get().(*[]byte)
 	defer chunkBufs.Put(buf)
@@ -165,8 +166,7 @@ func (s *spool) writeMessage(id string, env *sluice.Envelope, st *msgState, doma
 		}
 		return nil, fmt.Errorf("queue: write %s: %w", id, err)
 	}
-	s.onDue(st.lane(), st.Next)
-	return se, nil
+	return se, nil // the caller tells the scheduler (Queue.noteEnqueued)
 }
 
 // setState adds to b the state record of id and its due index entry. The

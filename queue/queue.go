@@ -50,6 +50,8 @@ type Queue struct {
 	overdueStarted atomic.Int64 // of which started
 
 	attempts sync.WaitGroup // in-flight attempts
+	work     chan func()    // attempts for idle runners (runners.go)
+	runners  sync.WaitGroup // runner goroutines
 	calls    sync.WaitGroup // in-flight Enqueue and operation calls
 	cancel   context.CancelFunc
 	baseCtx  context.Context // parent of every attempt; cancelled by Close
@@ -106,6 +108,7 @@ func New(dir string, opts ...Option) (*Queue, error) {
 		cfg:      cfg,
 		log:      cfg.logger.With("component", "queue"),
 		wake:     make(chan struct{}, 1),
+		work:     make(chan func()),
 		inflight: make(map[string]*entry),
 		count: counts{lanes: make(map[lane]int), inflight: make(map[lane]int),
 			domains: make(map[string]int)},
@@ -347,6 +350,7 @@ func (q *Queue) Shutdown(ctx context.Context) error {
 		<-done
 	}
 	q.cancel()
+	q.runners.Wait() // the queue is closed: idle runners exit
 	return errors.Join(err, q.closeSpool())
 }
 
@@ -359,6 +363,7 @@ func (q *Queue) Close() error {
 	q.cancel()
 	q.attempts.Wait()
 	q.calls.Wait()
+	q.runners.Wait() // the queue is closed: idle runners exit
 	return q.closeSpool()
 }
 

@@ -309,10 +309,10 @@ func (q *Queue) start(d Deliverer, l lane, c candidate) bool {
 	q.count.lanes[l]--
 	q.count.inflight[l]++
 	q.attempts.Add(1)
-	go func() {
+	q.run(func() {
 		defer func() { cancel(); q.attempts.Done(); q.poke() }()
 		q.attempt(ctx, d, e)
-	}()
+	})
 	return true
 }
 

@@ -194,7 +194,7 @@ func (s *strictReader) readBytes(p []byte) (int, error) {
 		if m > 0 && !s.normalize {
 			// The common case, without the detour through pending: this
 			// loop runs once per byte of every message.
-			if verr := s.check(s.one[:]); verr != nil {
+			if verr := s.checkByte(s.one[0]); verr != nil {
 				s.violated = verr
 				return 0, verr
 			}
@@ -237,29 +237,26 @@ func (s *strictReader) readBytes(p []byte) (int, error) {
 	return n, nil
 }
 
-// feed runs one byte through the state machine and returns the bytes to
-// hand out for it: itself, or with normalize set, itself completed to a
-// CRLF where a line ending was bare.
+// feed runs one byte through the state machine with normalize set and
+// returns the bytes to hand out for it: itself, completed to a CRLF where
+// a line ending was bare.
 func (s *strictReader) feed(c byte) ([]byte, error) {
-	if !s.normalize {
-		return s.one[:], s.check(s.one[:])
-	}
-	// Read calls feed only when pending is empty, so out can be reused.
+	// readBytes calls feed only when pending is empty, so out can be reused.
 	out := s.out[:0]
 	if s.prevCR && c != '\n' { // a bare CR: complete it, then take c afresh
 		out = append(out, '\n')
-		if err := s.check([]byte{'\n'}); err != nil {
+		if err := s.checkByte('\n'); err != nil {
 			return nil, err
 		}
 	}
 	if c == '\n' && !s.prevCR { // a bare LF: put a CR before it
 		out = append(out, '\r')
-		if err := s.check([]byte{'\r'}); err != nil {
+		if err := s.checkByte('\r'); err != nil {
 			return nil, err
 		}
 	}
 	out = append(out, c)
-	return out, s.check([]byte{c})
+	return out, s.checkByte(c)
 }
 
 // check runs the state machine over b. In the body, outside a CRLF, it

@@ -6,17 +6,6 @@ import (
 	"testing"
 )
 
-// oneByteReader hands out one byte per Read, as go-smtp's data reader
-// does for the one-byte reads of strictReader.
-type oneByteReader struct{ r *bytes.Reader }
-
-func (o *oneByteReader) Read(p []byte) (int, error) {
-	if len(p) > 1 {
-		p = p[:1]
-	}
-	return o.r.Read(p)
-}
-
 // noYield is a yielder for sources that never wait, such as a
 // bytes.Reader: it lets strictReader read them in chunks.
 type noYield struct{}
@@ -41,7 +30,7 @@ func BenchmarkStrictReader(b *testing.B) {
 				case "chunks":
 					r = newStrictReader(bytes.NewReader(msg), noYield{}, 998, 50, false)
 				default:
-					r = newStrictReader(&oneByteReader{bytes.NewReader(msg)}, nil, 998, 50, name == "normalize")
+					r = newStrictReader(&pieces{msg, 1}, nil, 998, 50, name == "normalize")
 				}
 				n := 0
 				for {

@@ -7,7 +7,8 @@ import (
 	"testing"
 )
 
-// pieces hands out its data in reads of at most n octets.
+// pieces hands out its data in reads of at most n octets; with n = 1 as
+// go-smtp's data reader does for the one-byte reads of strictReader.
 type pieces struct {
 	data []byte
 	n    int
@@ -57,7 +58,7 @@ func FuzzStrictReaderChunks(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte, n uint8) {
 		const maxLine, maxHops = 32, 2
-		want, wantErr := readAllStrict(newStrictReader(&oneByteReader{bytes.NewReader(data)}, nil, maxLine, maxHops, false))
+		want, wantErr := readAllStrict(newStrictReader(&pieces{data, 1}, nil, maxLine, maxHops, false))
 		got, gotErr := readAllStrict(newStrictReader(&pieces{data, int(n%64) + 1}, noYield{}, maxLine, maxHops, false))
 		var wantC, gotC *contentError
 		errors.As(wantErr, &wantC)

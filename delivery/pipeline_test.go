@@ -266,3 +266,22 @@ func TestDeadCachedConnection(t *testing.T) {
 		})
 	}
 }
+
+// TestLineBreakInAddressNeverReachesTheWire: a recipient whose address
+// holds a CR or LF would end the RCPT line and inject a command; it is
+// bounced before anything is sent, and the others are delivered.
+func TestLineBreakInAddressNeverReachesTheWire(t *testing.T) {
+	sink := newSink(t)
+	e := newAgent(t, delivery.WithSmarthost(sink.Addr()))
+	res := deliver(t, e.agent, newMessage("x: y\r\n\r\nhi\r\n", "a@x.test", "b@y.test", "c@y.test\r\nRSET", "d@y.test"))
+	if res[1].Reply.Code != 553 || res[1].Reply.Enhanced != (sluice.EnhancedCode{5, 1, 3}) {
+		t.Errorf("recipient with a line break: got %v, want 553 5.1.3", res[1].Reply)
+	}
+	if res[0].Reply.Code != 250 || res[2].Reply.Code != 250 {
+		t.Errorf("the others: got %v and %v, want 250", res[0].Reply, res[2].Reply)
+	}
+	msgs := sink.Messages()
+	if len(msgs) != 1 || strings.Join(msgs[0].To, ",") != "b@y.test,d@y.test" {
+		t.Fatalf("sink got %+v, want one message to b and d", msgs)
+	}
+}

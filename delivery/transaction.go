@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -124,9 +125,13 @@ func sendable(from string, rcpts []*rcptState) []*rcptState {
 		finishAll(rcpts, sluice.NewReply(553, sluice.EnhancedCode{5, 1, 7}, "sender address contains a line break"))
 		return nil
 	}
-	out := rcpts[:0:0]
+	bad := func(r *rcptState) bool { return strings.ContainsAny(r.rcpt.Address, "\r\n") }
+	if !slices.ContainsFunc(rcpts, bad) {
+		return rcpts // the usual case, without a copy per message
+	}
+	var out []*rcptState
 	for _, r := range rcpts {
-		if strings.ContainsAny(r.rcpt.Address, "\r\n") {
+		if bad(r) {
 			r.finish(sluice.NewReply(553, sluice.EnhancedCode{5, 1, 3}, "recipient address contains a line break"))
 			continue
 		}

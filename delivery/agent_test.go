@@ -11,6 +11,7 @@ import (
 
 	"github.com/sluicemta/sluice"
 	"github.com/sluicemta/sluice/delivery"
+	"github.com/sluicemta/sluice/internal/blackhole"
 	"github.com/sluicemta/sluice/queue"
 	"github.com/sluicemta/sluice/smtp/smtptest"
 )
@@ -163,7 +164,7 @@ func TestHungPeerDefersWithinDeadline(t *testing.T) {
 		name string
 		addr func(t *testing.T) string
 	}{
-		{"never greets", func(t *testing.T) string { return hangListener(t, "127.0.0.1:0") }},
+		{"never greets", func(t *testing.T) string { return blackhole.Start(t, "127.0.0.1:0") }},
 		{"connection refused", func(t *testing.T) string {
 			s := newSink(t)
 			addr := s.Addr()

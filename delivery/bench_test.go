@@ -11,6 +11,7 @@ import (
 	"github.com/sluicemta/sluice"
 	"github.com/sluicemta/sluice/delivery"
 	"github.com/sluicemta/sluice/delivery/dnstest"
+	"github.com/sluicemta/sluice/internal/blackhole"
 	"github.com/sluicemta/sluice/smtp/smtptest"
 )
 
@@ -34,7 +35,7 @@ func BenchmarkBlackholedMX(b *testing.B) {
 
 // benchRun delivers b.N messages with 8 workers and returns messages per
 // second.
-func benchRun(b *testing.B, blackhole bool) float64 {
+func benchRun(b *testing.B, holed bool) float64 {
 	b.Helper()
 	b.StopTimer()
 	sinks := make([]*smtptest.Sink, 2)
@@ -47,8 +48,8 @@ func benchRun(b *testing.B, blackhole bool) float64 {
 		sinks[i] = s
 	}
 	second := sinks[1].Addr()
-	if blackhole {
-		second = hangListener(b, "127.0.0.1:0")
+	if holed {
+		second = blackhole.Start(b, "127.0.0.1:0")
 	}
 	srv, err := dnstest.NewServer(
 		"bench.test. 60 IN MX 10 a.bench.test.",

@@ -171,41 +171,6 @@ func deliver(t *testing.T, a *delivery.Agent, msg *queue.Message) []queue.Result
 	return res
 }
 
-// hangListener accepts connections on addr and never writes to them.
-func hangListener(t testing.TB, addr string) string {
-	t.Helper()
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		wg.Wait()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-	})
-	return l.Addr().String()
-}
-
 // failingReader returns data, then err.
 type failingReader struct {
 	data []byte

@@ -9,6 +9,7 @@ import (
 
 	"github.com/sluicemta/sluice"
 	"github.com/sluicemta/sluice/delivery"
+	"github.com/sluicemta/sluice/internal/blackhole"
 )
 
 // A pool host that accepts connections and never greets is found by the
@@ -16,7 +17,7 @@ import (
 // session with the hung one (seed 000), and comes back to it when it
 // answers again.
 func TestPoolProbesSkipHungHost(t *testing.T) {
-	hung := hangListener(t, "127.0.0.1:0")
+	hung := blackhole.Start(t, "127.0.0.1:0")
 	sink := newSink(t)
 	routes, err := delivery.NewRoutes([]delivery.Pool{{
 		Name: "relays", Hosts: []delivery.PoolHost{{Addr: hung}, {Addr: sink.Addr()}},

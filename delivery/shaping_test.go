@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluicemta/sluice"
 	"github.com/sluicemta/sluice/delivery"
+	"github.com/sluicemta/sluice/internal/blackhole"
 	"github.com/sluicemta/sluice/smtp/smtptest"
 )
 
@@ -140,7 +141,7 @@ func Test421StormShrinksAndParks(t *testing.T) {
 }
 
 func TestDeadHostMemorySharedAcrossDomains(t *testing.T) {
-	hung := hangListener(t, "127.0.0.1:0")
+	hung := blackhole.Start(t, "127.0.0.1:0")
 	sink := newSink(t)
 	srv := newDNS(t,
 		"one.test. 60 IN MX 10 mx.provider.test.",

@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sluicemta/sluice/internal/blackhole"
 	"github.com/sluicemta/sluice/smtp/smtptest"
 )
 
@@ -188,7 +189,7 @@ func TestSMTPProbeUnhealthy(t *testing.T) {
 		name string
 		addr string
 	}{
-		{"accepts but never greets", silentListener(t)},
+		{"accepts but never greets", blackhole.Start(t, "127.0.0.1:0")},
 		{"greets but closes before EHLO", scriptedServer(t, "220 half.example ESMTP\r\n")},
 	}
 	for _, tc := range tests {
@@ -212,39 +213,6 @@ func TestSMTPProbeRejectsBadGreeting(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "554") {
 		t.Errorf("probe of a 554 greeting: err = %v, want one quoting 554", err)
 	}
-}
-
-// silentListener accepts connections and never writes to them.
-func silentListener(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex // guards conns
-		conns []net.Conn
-	)
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	})
-	t.Cleanup(func() {
-		l.Close()
-		wg.Wait()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return l.Addr().String()
 }
 
 // scriptedServer greets each connection with greeting and closes it.

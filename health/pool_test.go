@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluicemta/sluice/internal/blackhole"
 )
 
 // fastProbes makes probes quick enough for tests.
@@ -92,7 +94,7 @@ func TestPoolEjectsAndTakesBack(t *testing.T) {
 // replica dead or hung at start never gets a request, and a healthy one
 // is up at once.
 func TestPoolFirstCheck(t *testing.T) {
-	healthy, dead, hung := newPingServer(t, "tcp").addr, closedPort(t), silentListener(t)
+	healthy, dead, hung := newPingServer(t, "tcp").addr, closedPort(t), blackhole.Start(t, "127.0.0.1:0")
 	start := time.Now()
 	p, err := NewPool("spamd", []string{dead, hung, healthy}, SpamdPing(), WithStrategy(OrderedFailover),
 		WithProbeOptions(WithProbeDeadline(300*time.Millisecond), WithProbeInterval(time.Hour)))

@@ -17,6 +17,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/miekg/dns"
 
+	"github.com/sluicemta/sluice/internal/blackhole"
 	"github.com/sluicemta/sluice/smtp/smtptest"
 )
 
@@ -26,7 +27,7 @@ func TestProbeFuncs(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sink.Close() })
-	silent := silentListener(t)
+	silent := blackhole.Start(t, "127.0.0.1:0")
 	httpOK := httpServer(t, http.StatusOK, "fine")
 	http500 := httpServer(t, http.StatusInternalServerError, "broken")
 	unixSpamd := newPingServer(t, "unix")
@@ -83,7 +84,7 @@ func TestProbeFuncs(t *testing.T) {
 // connections but never greets. A TCP check calls it healthy; the SMTP
 // probe reports it down within its deadline.
 func TestSeed000(t *testing.T) {
-	addr := silentListener(t)
+	addr := blackhole.Start(t, "127.0.0.1:0")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := TCPConnect()(ctx, addr); err != nil {

@@ -54,11 +54,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/sluicemta/sluice/internal/blackhole"
 	"github.com/sluicemta/sluice/internal/procnet"
 )
 
@@ -345,12 +345,14 @@ func (b *bench) run(who string, c cell, withPprof bool) (res result) {
 		defer snk.stop()
 		next = snk.addr
 	} else {
-		bh, err := startBlackhole()
+		// A next hop that holds every delivery attempt at its
+		// greeting, for accept-only runs.
+		bh, err := blackhole.Listen("127.0.0.1:0")
 		if err != nil {
 			return result{err: err}
 		}
-		defer bh.stop()
-		next = bh.addr()
+		defer bh.Close()
+		next = bh.Addr()
 	}
 
 	var target string
@@ -577,48 +579,6 @@ func (s *sink) wait(ctx context.Context) (time.Time, error) {
 func (s *sink) stop() {
 	s.cmd.Process.Kill()
 	<-s.done
-}
-
-// blackhole accepts connections and never answers: a next hop that holds
-// every delivery attempt at its greeting, for accept-only runs.
-type blackhole struct {
-	l     net.Listener
-	mu    sync.Mutex // guards conns
-	conns []net.Conn
-	done  chan struct{}
-}
-
-func startBlackhole() (*blackhole, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	bh := &blackhole{l: l, done: make(chan struct{})}
-	go func() {
-		defer close(bh.done)
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			bh.mu.Lock()
-			bh.conns = append(bh.conns, c)
-			bh.mu.Unlock()
-		}
-	}()
-	return bh, nil
-}
-
-func (bh *blackhole) addr() string { return bh.l.Addr().String() }
-
-func (bh *blackhole) stop() {
-	bh.l.Close()
-	<-bh.done
-	bh.mu.Lock()
-	defer bh.mu.Unlock()
-	for _, c := range bh.conns {
-		c.Close()
-	}
 }
 
 // postfixProc is a private Postfix instance.

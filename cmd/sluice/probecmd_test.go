@@ -2,42 +2,13 @@ package main
 
 import (
 	"encoding/json"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sluicemta/sluice/filter/spamd/spamdtest"
+	"github.com/sluicemta/sluice/internal/blackhole"
 )
-
-// silent accepts connections and never writes (seed 000's dead filter
-// behind an open port).
-func silent(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		var conns []net.Conn
-		defer func() {
-			for _, c := range conns {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			conns = append(conns, c)
-		}
-	}()
-	t.Cleanup(func() { l.Close(); <-done })
-	return l.Addr().String()
-}
 
 func TestProbeCommand(t *testing.T) {
 	sink := newSink(t)
@@ -46,7 +17,7 @@ func TestProbeCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { spamd.Close() })
-	dead := silent(t)
+	dead := blackhole.Start(t, "127.0.0.1:0")
 	tests := []struct {
 		name   string
 		args   []string

@@ -17,6 +17,7 @@ import (
 	"github.com/sluicemta/sluice/filter"
 	"github.com/sluicemta/sluice/filter/rspamd"
 	"github.com/sluicemta/sluice/health"
+	"github.com/sluicemta/sluice/internal/blackhole"
 )
 
 const gtubeBody = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
@@ -193,7 +194,7 @@ func TestRequestCarriesEnvelope(t *testing.T) {
 // TestHungReplicaDeadline: an rspamd that accepts and never answers costs
 // the context's deadline and no more, and the replica is ejected.
 func TestHungReplicaDeadline(t *testing.T) {
-	hung := silentListener(t)
+	hung := blackhole.Start(t, "127.0.0.1:0")
 	pool := newPool(t, []string{hung}, health.WithEjectAfter(1), health.WithProbeOptions(health.WithProbeInterval(time.Hour), health.WithFall(100)))
 	f := newFilter(t, pool)
 	const timeout = 200 * time.Millisecond
@@ -241,38 +242,6 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	if _, err := rspamd.New(nil); err == nil {
 		t.Error("New(nil): no error")
 	}
-}
-
-func silentListener(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex // guards conns
-		conns []net.Conn
-	)
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	})
-	t.Cleanup(func() {
-		l.Close()
-		wg.Wait()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return l.Addr().String()
 }
 
 func closedPort(t *testing.T) string {

@@ -9,7 +9,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -28,6 +27,7 @@ import (
 	"github.com/sluicemta/sluice/filter"
 	"github.com/sluicemta/sluice/filter/dkim"
 	"github.com/sluicemta/sluice/smtp"
+	"github.com/sluicemta/sluice/smtp/smtptest"
 )
 
 const testMessage = "Received: from client.example.org ([192.0.2.1]) by mx.test (sluice) with ESMTP;\r\n" +
@@ -441,23 +441,6 @@ func TestParseKeyRejects(t *testing.T) {
 	}
 }
 
-// memQueue keeps the messages the acceptor queues.
-type memQueue struct {
-	mu   sync.Mutex // guards msgs
-	msgs []string
-}
-
-func (q *memQueue) Enqueue(ctx context.Context, env *sluice.Envelope, body io.Reader) (string, error) {
-	b, err := io.ReadAll(body)
-	if err != nil {
-		return "", err
-	}
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	q.msgs = append(q.msgs, string(b))
-	return fmt.Sprintf("ID%d", len(q.msgs)), nil
-}
-
 // TestSignatureSurvivesAcceptor runs the signer in sluice's acceptor and
 // verifies the message as the queue stores it: with the acceptor's
 // Received field on top and the signatures refolded by the acceptor.
@@ -492,7 +475,7 @@ func throughAcceptor(t *testing.T, keys ...dkim.Key) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	q := &memQueue{}
+	q := &smtptest.Queue{}
 	srv, err := smtp.New(q, smtp.WithHostname("mx.test"), smtp.WithLocalDomains("example.net"), smtp.WithFilters(chain))
 	if err != nil {
 		t.Fatal(err)
@@ -509,12 +492,11 @@ func throughAcceptor(t *testing.T, keys ...dkim.Key) string {
 	}()
 	body := testMessage[strings.Index(testMessage, "From:"):] // the client sends no Received
 	send(t, l.Addr().String(), "alice@example.com", "bob@example.net", body)
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if len(q.msgs) != 1 {
-		t.Fatalf("%d messages queued, want 1", len(q.msgs))
+	msgs := q.Messages()
+	if len(msgs) != 1 {
+		t.Fatalf("%d messages queued, want 1", len(msgs))
 	}
-	return q.msgs[0]
+	return msgs[0].Body
 }
 
 // send sends one message over plain SMTP with go-smtp's client.

@@ -20,6 +20,7 @@ import (
 	"github.com/sluicemta/sluice/filter"
 	"github.com/sluicemta/sluice/filter/dnsbl"
 	"github.com/sluicemta/sluice/smtp"
+	"github.com/sluicemta/sluice/smtp/smtptest"
 )
 
 // TestQueryName uses the examples of RFC 5782 sections 2.1 and 2.4.
@@ -259,36 +260,19 @@ func replyText(r *sluice.Reply) string {
 	return r.Error()
 }
 
-// memQueue keeps the messages the acceptor queues.
-type memQueue struct {
-	mu   sync.Mutex // guards msgs
-	msgs []string
-}
-
-func (q *memQueue) Enqueue(ctx context.Context, env *sluice.Envelope, body io.Reader) (string, error) {
-	b, err := io.ReadAll(body)
-	if err != nil {
-		return "", err
-	}
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	q.msgs = append(q.msgs, string(b))
-	return fmt.Sprintf("ID%d", len(q.msgs)), nil
-}
-
 // TestInAcceptor runs the filter at the connect stage of sluice's
 // acceptor: the loopback client is on bl.test (weight 2). Below the
 // reject score its message is queued with the header; at it, the client
 // gets 554 instead of a greeting.
 func TestInAcceptor(t *testing.T) {
 	s := lists(t)
-	serve := func(reject int) (string, *memQueue) {
+	serve := func(reject int) (string, *smtptest.Queue) {
 		c := newChecker(t, s, dnsbl.WithRejectScore(reject))
 		chain, err := filter.New(filter.WithFilter("dnsbl", c, filter.AtStage(filter.StageConnect)))
 		if err != nil {
 			t.Fatal(err)
 		}
-		q := &memQueue{}
+		q := &smtptest.Queue{}
 		srv, err := smtp.New(q, smtp.WithHostname("mx.test"), smtp.WithLocalDomains("example.net"), smtp.WithFilters(chain))
 		if err != nil {
 			t.Fatal(err)
@@ -315,11 +299,9 @@ func TestInAcceptor(t *testing.T) {
 	if err := c.SendMail("alice@example.org", []string{"bob@example.net"}, strings.NewReader("Subject: hi\r\n\r\nhello\r\n")); err != nil {
 		t.Fatalf("SendMail: %v", err)
 	}
-	q.mu.Lock()
-	msgs := append([]string(nil), q.msgs...)
-	q.mu.Unlock()
-	if len(msgs) != 1 || !strings.Contains(msgs[0], "\r\nX-Sluice-DNSBL: score=2 bl.test=127.0.0.2\r\n") {
-		t.Fatalf("queued %q, want one message with the X-Sluice-DNSBL header", msgs)
+	msgs := q.Messages()
+	if len(msgs) != 1 || !strings.Contains(msgs[0].Body, "\r\nX-Sluice-DNSBL: score=2 bl.test=127.0.0.2\r\n") {
+		t.Fatalf("queued %+v, want one message with the X-Sluice-DNSBL header", msgs)
 	}
 
 	addr, _ = serve(2)

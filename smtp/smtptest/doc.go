@@ -5,6 +5,8 @@
 //
 // It is meant for tests of code that sends mail (a next hop for a delivery
 // agent, a relay for an application), by sluice itself and by its users.
+// [Queue] is the other side: an in-memory queue for tests of sluice's
+// acceptor (package smtp), which keeps what the acceptor queues.
 //
 // Standards: the server side of RFC 5321 as implemented by go-smtp, with
 // STARTTLS (RFC 3207) when [WithTLS] is given and SMTPUTF8 (RFC 6531) when

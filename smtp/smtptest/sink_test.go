@@ -267,3 +267,19 @@ func TestSinkCloseRightAfterStart(t *testing.T) {
 		}
 	}
 }
+
+func TestQueueKeepsWhatIsQueued(t *testing.T) {
+	var q smtptest.Queue
+	env := &sluice.Envelope{From: "a@x.test", Recipients: []sluice.Recipient{{Address: "b@y.test"}}}
+	for i, body := range []string{"one\r\n", "two\r\n"} {
+		id, err := q.Enqueue(context.Background(), env, strings.NewReader(body))
+		if want := fmt.Sprintf("ID%d", i+1); err != nil || id != want {
+			t.Fatalf("Enqueue = %q, %v; want %q", id, err, want)
+		}
+	}
+	env.From = "changed@x.test" // the queue keeps its own copy
+	msgs := q.Messages()
+	if len(msgs) != 2 || msgs[0].Body != "one\r\n" || msgs[1].ID != "ID2" || msgs[1].Envelope.From != "a@x.test" {
+		t.Fatalf("Messages = %+v", msgs)
+	}
+}

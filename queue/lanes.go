@@ -29,12 +29,15 @@ type scanFloor struct {
 // entries of the fresh lane, in key (due) order, that the scheduler starts
 // without reading the index. A relay enqueues and delivers thousands of
 // messages a second; finding each new message with a store iterator was
-// most of the scheduler's cost, and decoding its envelope again most of
-// the rest. A hint is only a pointer: starting it reads the message's
-// state record and checks that the hinted key is still the message's due
-// key, exactly as for a key found by a scan, so the on-disk index stays
-// the truth. Hints are lost with the process, which is fine: the census
-// and the first scans of the next start find every message in the index.
+// most of the scheduler's cost, and decoding its envelope and state
+// again most of the rest. A hint is only a pointer: starting it reads the
+// message's state record and checks that the hinted key is still the
+// message's due key, exactly as for a key found by a scan, so the on-disk
+// index stays the truth; only a hint from Enqueue with no operation since
+// (Queue.opsGen) is started with the state Enqueue wrote, since nothing
+// else can have changed it. Hints are lost with the process, which is
+// fine: the census and the first scans of the next start find every
+// message in the index.
 //
 // Two sources fill them: Enqueue, with the envelope it just stored, while
 // the lane's floor is above the new key (every older idle key is hinted

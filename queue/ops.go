@@ -435,6 +435,7 @@ func (q *Queue) operate(id string, inflight func(p *pendingOps), change func(st 
 func (q *Queue) operateLocked(id string, inflight func(p *pendingOps), change func(st *msgState, now int64) bool) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	defer q.opsGen.Add(1) // after the write, before the unlock (see Queue.start)
 	if e := q.inflight[id]; e != nil {
 		inflight(&e.ops)
 		if e.ops.remove {
@@ -502,6 +503,7 @@ func (q *Queue) Flush(ctx context.Context) (int, error) {
 func (q *Queue) flushKeys(keys [][]byte) int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	defer q.opsGen.Add(1) // after the writes, before the unlock (see Queue.start)
 	now := q.cfg.now()
 	moved := 0
 	for _, k := range keys {

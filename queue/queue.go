@@ -42,6 +42,12 @@ type Queue struct {
 	started     time.Time     // when Serve began, for the restart spread
 	stop        chan struct{} // closed by Shutdown/Close to stop Serve
 
+	// opsGen counts the operations that changed, or may have changed, a
+	// message not in flight; it is raised under mu after the change is
+	// written. A hint whose opsGen is still current names a message no
+	// operation touched since before it was written (start).
+	opsGen atomic.Uint64
+
 	laneMu sync.Mutex // guards floors and hints; taken after mu, never before
 	floors map[lane]scanFloor
 	hints  []candidate // fresh lane entries to start without a scan (lanes.go)
@@ -252,10 +258,11 @@ func (q *Queue) enqueue(ctx context.Context, env *sluice.Envelope, body io.Reade
 	q.count.lanes[st.lane()]++
 	q.count.addDomains(domains, 1)
 	q.mu.Unlock()
+	gen := q.opsGen.Load() // before the message exists: no operation can have touched it yet
 	se, err := q.spool.writeMessage(env.ID, env, st, domains, body)
 	if err == nil {
 		due := stateDueKey(env.ID, st)
-		q.noteEnqueued(st.lane(), candidate{key: due, id: env.ID, t: st.Next, se: se})
+		q.noteEnqueued(st.lane(), candidate{key: due, id: env.ID, t: st.Next, se: se, st: st, gen: gen})
 		err = q.spool.gsync.wait()
 	}
 	if err != nil {

@@ -146,6 +146,10 @@ type candidate struct {
 	t       int64
 	overdue bool            // a retry due before Serve started, for the restart ramp
 	se      *storedEnvelope // the envelope Enqueue stored, or nil: start reads it
+	// st is the state Enqueue stored, current as long as no operation
+	// ran since gen (Queue.opsGen) was read; nil: start reads it.
+	st  *msgState
+	gen uint64
 }
 
 // scanLane starts up to limit attempts from lane l, in due order, and
@@ -254,8 +258,11 @@ func (q *Queue) isInflight(id string) bool {
 
 // start loads the message indexed by due index entry c and starts its
 // attempt. It reports false if the message is gone, moved, damaged or
-// already in flight. The state record is always read, so that an entry
-// found earlier, or a hint, is checked against the store.
+// already in flight. The state record is read, so that an entry found
+// earlier, or a hint, is checked against the store; but not for a hint
+// from Enqueue when no operation ran since the message was written: only
+// operations and the message's own attempts change a stored state, so
+// it is the one Enqueue wrote.
 func (q *Queue) start(d Deliverer, l lane, c candidate) bool {
 	k, id := c.key, c.id
 	q.mu.Lock()
@@ -267,8 +274,8 @@ func (q *Queue) start(d Deliverer, l lane, c candidate) bool {
 	if se == nil {
 		se, err = q.spool.readEnvelope(id)
 	}
-	var st *msgState
-	if err == nil {
+	st := c.st
+	if err == nil && (st == nil || c.gen != q.opsGen.Load()) {
 		st, err = q.spool.readState(id, len(se.Env.Recipients))
 	}
 	switch {

@@ -696,3 +696,61 @@ func TestCorruptBodyFoundByBouncerIsQuarantined(t *testing.T) {
 		t.Errorf("damaged message not quarantined: %v", err)
 	}
 }
+
+// reopeningDeliverer reads part of the body, closes it, tries to read on,
+// then reads the whole body through a second Open.
+type reopeningDeliverer struct{ got chan [3][]byte }
+
+func (d reopeningDeliverer) Deliver(_ context.Context, msg *Message) []Result {
+	var r [3][]byte
+	if rc, err := msg.Open(); err == nil {
+		r[0] = make([]byte, 100<<10)
+		n, _ := io.ReadFull(rc, r[0])
+		r[0] = r[0][:n]
+		rc.Close()
+		if n, err := rc.Read(make([]byte, 10)); n != 0 || err == nil {
+			r[1] = []byte(fmt.Sprintf("read %d bytes, err %v", n, err))
+		}
+	}
+	if rc, err := msg.Open(); err == nil {
+		r[2], _ = io.ReadAll(rc)
+		rc.Close()
+	}
+	d.got <- r
+	res := make([]Result, len(msg.Envelope.Recipients))
+	for i := range res {
+		res[i] = Result{Outcome: sluice.OutcomeDelivered}
+	}
+	return res
+}
+
+// TestBodyReadAfterClose: a body reader reuses a pooled buffer across the
+// chunks it reads and gives it back on Close, so a Read after Close must
+// fail rather than hand out a buffer someone else may now be filling, and
+// a second Open reads the whole body again.
+func TestBodyReadAfterClose(t *testing.T) {
+	q := newTestQueue(t, t.TempDir())
+	body := make([]byte, 3*chunkSize+123)
+	for i := range body {
+		body[i] = byte('a' + i%26)
+	}
+	if _, err := q.Enqueue(context.Background(), testEnvelope("r@example.com"), bytes.NewReader(body)); err != nil {
+		t.Fatal(err)
+	}
+	d := reopeningDeliverer{got: make(chan [3][]byte, 1)}
+	serve(t, q, d)
+	select {
+	case r := <-d.got:
+		if !bytes.Equal(r[0], body[:100<<10]) {
+			t.Errorf("first read: %d bytes, not the body's first 100 KiB", len(r[0]))
+		}
+		if r[1] != nil {
+			t.Errorf("Read after Close: %s, want an error", r[1])
+		}
+		if !bytes.Equal(r[2], body) {
+			t.Errorf("second Open read %d bytes, not the %d-byte body", len(r[2]), len(body))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no attempt within 10 s")
+	}
+}

@@ -322,12 +322,16 @@ type bodyReader struct {
 	store     Store
 	id        string
 	se        *storedEnvelope
-	next      int    // next chunk to read
-	cur       []byte // unread part of the current chunk
+	next      int     // next chunk to read
+	cur       []byte  // unread part of the current chunk
+	buf       *[]byte // the record cur is in, from readBufs, if the store can read into it
 	sum       uint32
 	err       error
 	onCorrupt func(error)
 }
+
+// readBufs hold one body chunk's record each, for bodyReaders.
+var readBufs = sync.Pool{New: func() any { b := make([]byte, 0, chunkSize+recordHeaderLen); return &b }}
 
 func newBodyReader(store Store, id string, se *storedEnvelope, onCorrupt func(error)) *bodyReader {
 	return &bodyReader{store: store, id: id, se: se, onCorrupt: onCorrupt}
@@ -355,7 +359,16 @@ func (r *bodyReader) load() error {
 		return io.EOF
 	}
 	k := chunkKey(r.id, r.next)
-	v, err := r.store.Get(k)
+	var v []byte
+	var err error
+	if ag, ok := r.store.(appendGetter); ok {
+		if r.buf == nil {
+			r.buf = readBufs.Get().(*[]byte)
+		}
+		v, err = ag.getAppend((*r.buf)[:0], k)
+	} else {
+		v, err = r.store.Get(k)
+	}
 	if errors.Is(err, ErrNotFound) {
 		return r.corrupt(fmt.Errorf("%w: body of %s: chunk %d of %d is missing", ErrCorrupt, r.id, r.next, r.se.Chunks))
 	}
@@ -389,4 +402,14 @@ func (r *bodyReader) corrupt(err error) error {
 	return err
 }
 
-func (r *bodyReader) Close() error { return nil }
+// Close returns the reader's buffer; a Read after Close fails.
+func (r *bodyReader) Close() error {
+	r.cur, r.err = nil, errBodyClosed
+	if r.buf != nil {
+		readBufs.Put(r.buf)
+		r.buf = nil
+	}
+	return nil
+}
+
+var errBodyClosed = errors.New("queue: read of a closed body")

@@ -79,7 +79,11 @@ func openPebble(dir string, log *slog.Logger) (*pebbleStore, error) {
 	return &pebbleStore{db: db}, nil
 }
 
-func (s *pebbleStore) Get(key []byte) ([]byte, error) {
+func (s *pebbleStore) Get(key []byte) ([]byte, error) { return s.getAppend(nil, key) }
+
+// getAppend appends the value stored under key to dst, so that a reader
+// of many values (a body, chunk by chunk) reuses one buffer.
+func (s *pebbleStore) getAppend(dst, key []byte) ([]byte, error) {
 	v, closer, err := s.db.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, fmt.Errorf("%w: %q", ErrNotFound, key)
@@ -87,9 +91,15 @@ func (s *pebbleStore) Get(key []byte) ([]byte, error) {
 	if err != nil {
 		return nil, storeErr(err)
 	}
-	out := append([]byte(nil), v...)
+	out := append(dst, v...)
 	closer.Close()
 	return out, nil
+}
+
+// appendGetter is implemented by stores that can read a value into a
+// caller's buffer ([Store.Get] returns a new copy each time).
+type appendGetter interface {
+	getAppend(dst, key []byte) ([]byte, error)
 }
 
 func (s *pebbleStore) Scan(lower, upper []byte, fn func(key, value []byte) (bool, error)) error {

@@ -106,7 +106,7 @@ func checkLocalPart(local string, allowUTF8 bool) error {
 	case local[0] == '"':
 		return checkQuotedString(local, allowUTF8)
 	}
-	for _, atom := range strings.Split(local, ".") {
+	for atom := range strings.SplitSeq(local, ".") {
 		if atom == "" {
 			return errors.New("empty atom in local-part (leading, trailing or double dot)")
 		}
@@ -168,7 +168,7 @@ func CheckDomain(d string, allowUTF8 bool) error {
 	if len(d) > MaxDomainLen {
 		return errors.New("domain longer than 255 octets")
 	}
-	for _, label := range strings.Split(d, ".") {
+	for label := range strings.SplitSeq(d, ".") {
 		if err := checkLabel(label, allowUTF8); err != nil {
 			return err
 		}

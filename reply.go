@@ -16,13 +16,27 @@ func (c EnhancedCode) String() string {
 	if c == (EnhancedCode{}) {
 		return ""
 	}
-	return fmt.Sprintf("%d.%d.%d", c[0], c[1], c[2])
+	b := make([]byte, 0, 11)
+	b = strconv.AppendInt(b, int64(c[0]), 10)
+	b = append(b, '.')
+	b = strconv.AppendInt(b, int64(c[1]), 10)
+	b = append(b, '.')
+	b = strconv.AppendInt(b, int64(c[2]), 10)
+	return string(b)
 }
 
 // ParseEnhancedCode parses "X.Y.Z" with X in 2, 4 or 5 and Y, Z in 0..999.
 func ParseEnhancedCode(s string) (EnhancedCode, error) {
-	parts := strings.Split(s, ".")
-	if len(parts) != 3 {
+	var parts [3]string
+	rest, n := s, 0
+	for ; n < 3; n++ {
+		var more bool
+		parts[n], rest, more = strings.Cut(rest, ".")
+		if !more {
+			break
+		}
+	}
+	if n != 2 { // exactly two dots
 		return EnhancedCode{}, fmt.Errorf("sluice: enhanced code %q: want class.subject.detail", s)
 	}
 	var c EnhancedCode

@@ -48,10 +48,18 @@ func TestParseEnhancedCode(t *testing.T) {
 	if c, err := ParseEnhancedCode("5.1.10"); err != nil || c != (EnhancedCode{5, 1, 10}) {
 		t.Errorf("ParseEnhancedCode(5.1.10) = %v, %v", c, err)
 	}
-	for _, bad := range []string{"", "5.1", "3.0.0", "5.x.1", "5.1.1000", "5.1.1.1"} {
+	for _, bad := range []string{"", "5.1", "3.0.0", "5.x.1", "5.1.1000", "5.1.1.1", "5..1", "5.1.", ".5.1.1"} {
 		if _, err := ParseEnhancedCode(bad); err == nil {
 			t.Errorf("ParseEnhancedCode(%q) succeeded, want error", bad)
 		}
+	}
+	for _, c := range []EnhancedCode{{2, 0, 0}, {4, 7, 1}, {5, 999, 999}} {
+		if got, err := ParseEnhancedCode(c.String()); err != nil || got != c {
+			t.Errorf("ParseEnhancedCode(%q) = %v, %v, want %v", c.String(), got, err, c)
+		}
+	}
+	if s := (EnhancedCode{5, 1, 10}).String(); s != "5.1.10" {
+		t.Errorf("String() = %q, want 5.1.10", s)
 	}
 }
 

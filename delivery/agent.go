@@ -291,8 +291,15 @@ func (a *Agent) groups(msg *queue.Message) ([]*rcptState, []*group) {
 	env := msg.Envelope
 	rt := a.routes.Load()
 	states := make([]*rcptState, len(env.Recipients))
-	byKey := make(map[string]*group)
-	var order []*group
+	type groupKey struct {
+		route *Route
+		dest  string // "pool:NAME", or the domain in lower case
+	}
+	var byKey map[groupKey]*group
+	if len(env.Recipients) > 1 {
+		byKey = make(map[groupKey]*group)
+	}
+	order := make([]*group, 0, 1)
 	for i, r := range env.Recipients {
 		states[i] = &rcptState{rcpt: r}
 		domain := sluice.Domain(r.Address)
@@ -304,11 +311,14 @@ func (a *Agent) groups(msg *queue.Message) ([]*rcptState, []*group) {
 		if route != nil && route.Fallback != "" && msg.Attempt > 1 {
 			g.pool = rt.pools[route.Fallback]
 		}
-		key := fmt.Sprintf("%p|", route)
+		if byKey == nil { // one recipient: one group
+			order = append(order, g)
+			g.rcpts = append(g.rcpts, states[i])
+			continue
+		}
+		key := groupKey{route: route, dest: strings.ToLower(domain)}
 		if g.pool != nil {
-			key += "pool:" + g.pool.Name
-		} else {
-			key += strings.ToLower(domain)
+			key.dest = "pool:" + g.pool.Name
 		}
 		if prev, ok := byKey[key]; ok {
 			g = prev

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sluicemta/sluice/delivery"
+	"github.com/sluicemta/sluice/internal/logbuf"
 )
 
 // Log is a delivery log kept in a file, one JSON object per line, rotated
@@ -24,10 +25,12 @@ type Log struct {
 	path    string
 	maxSize int64
 	keep    int
+	delay   time.Duration
 	logger  *slog.Logger
 
-	mu     sync.Mutex // guards f, size and closed
+	mu     sync.Mutex // guards f, w, size and closed
 	f      *os.File
+	w      io.Writer // f, or a logbuf.Writer in front of it (WithWriteDelay)
 	size   int64
 	closed bool
 }
@@ -43,7 +46,7 @@ func Open(path string, opts ...Option) (*Log, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	l := &Log{path: path, maxSize: cfg.maxSize, keep: cfg.keep, logger: cfg.logger.With("component", "maillog")}
+	l := &Log{path: path, maxSize: cfg.maxSize, keep: cfg.keep, delay: cfg.delay, logger: cfg.logger.With("component", "maillog")}
 	if err := l.openLocked(); err != nil {
 		return nil, err
 	}
@@ -60,8 +63,24 @@ func (l *Log) openLocked() error {
 		f.Close()
 		return fmt.Errorf("maillog: %w", err)
 	}
-	l.f, l.size = f, fi.Size()
+	l.f, l.w, l.size = f, f, fi.Size()
+	if l.delay > 0 {
+		l.w = logbuf.New(f, l.delay, 64<<10)
+	}
 	return nil
+}
+
+// flushLocked writes the records waiting for the write delay; closing,
+// when the file is about to be closed, also stops the delay's timer.
+func (l *Log) flushLocked(closing bool) error {
+	b, ok := l.w.(*logbuf.Writer)
+	switch {
+	case !ok:
+		return nil
+	case closing:
+		return b.Close()
+	}
+	return b.Flush()
 }
 
 // Record appends r as one line. A write error is logged, not returned:
@@ -83,7 +102,7 @@ func (l *Log) Record(_ context.Context, r *delivery.Record) {
 			l.logger.Error("rotate delivery log", "path", l.path, "err", err)
 		}
 	}
-	n, err := l.f.Write(line)
+	n, err := l.w.Write(line)
 	l.size += int64(n)
 	if err != nil {
 		l.logger.Error("write delivery log", "path", l.path, "err", err)
@@ -93,7 +112,7 @@ func (l *Log) Record(_ context.Context, r *delivery.Record) {
 // rotateLocked shifts path.N-1 to path.N, ..., path to path.1 and opens
 // a new path.
 func (l *Log) rotateLocked() error {
-	if err := l.f.Close(); err != nil {
+	if err := errors.Join(l.flushLocked(true), l.f.Close()); err != nil {
 		return err
 	}
 	for i := l.keep - 1; i >= 1; i-- {
@@ -123,7 +142,7 @@ func (l *Log) Close() error {
 		return nil
 	}
 	l.closed = true
-	return l.f.Close()
+	return errors.Join(l.flushLocked(true), l.f.Close())
 }
 
 // Query selects delivery records. Empty fields select everything.
@@ -161,6 +180,13 @@ func (l *Log) Search(ctx context.Context, q Query) ([]delivery.Record, error) {
 	default:
 		return nil, fmt.Errorf("maillog: unknown result %q (want delivered, deferred or bounced)", q.Result)
 	}
+	l.mu.Lock()
+	if !l.closed {
+		if err := l.flushLocked(false); err != nil {
+			l.logger.Error("write delivery log", "path", l.path, "err", err)
+		}
+	}
+	l.mu.Unlock()
 	m := newMatcher(q)
 	ring := make([]delivery.Record, 0, q.Limit)
 	next := 0 // where the next match goes once ring is full

@@ -1,6 +1,7 @@
 package maillog_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -158,5 +159,54 @@ func TestOpenRejectsBadOptions(t *testing.T) {
 	}
 	if _, err := maillog.Open(filepath.Join(t.TempDir(), "missing", "x")); err == nil {
 		t.Error("Open succeeded in a missing directory")
+	}
+	if _, err := maillog.Open(filepath.Join(t.TempDir(), "x"), maillog.WithWriteDelay(-time.Second)); err == nil {
+		t.Error("Open accepted a negative write delay")
+	}
+}
+
+// TestWriteDelay: with a write delay, records wait in memory (the file
+// stays empty), and Search, rotation and Close write them first, so none
+// is missing from a search or from the files, and each file stays within
+// the rotation size.
+func TestWriteDelay(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "delivery.log")
+	l, err := maillog.Open(path, maillog.WithWriteDelay(time.Minute), maillog.WithRotation(8192, 10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fill(t, l, 3)
+	if b, err := os.ReadFile(path); err != nil || len(b) != 0 {
+		t.Fatalf("file holds %d bytes (err %v) before the delay, want none", len(b), err)
+	}
+	got, err := l.Search(context.Background(), maillog.Query{})
+	if err != nil || !slices.Equal(times(got), []int{2, 1, 0}) {
+		t.Fatalf("search found %v, %v; want the 3 waiting records", times(got), err)
+	}
+	for i := 3; i < 100; i++ { // about 26 KiB: three rotations
+		l.Record(context.Background(), record(i))
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(path + "*")
+	lines := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil || len(b) > 8192 {
+			t.Errorf("%s: %d bytes (err %v), want at most 8192", f, len(b), err)
+		}
+		lines += bytes.Count(b, []byte("\n"))
+	}
+	if len(files) < 4 || lines != 100 {
+		t.Errorf("%d files with %d lines, want at least 4 files and 100 lines", len(files), lines)
+	}
+	l, err = maillog.Open(path, maillog.WithRotation(8192, 10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if got, err := l.Search(context.Background(), maillog.Query{Limit: 1000}); err != nil || len(got) != 100 {
+		t.Errorf("search after reopening found %d records, %v; want 100", len(got), err)
 	}
 }

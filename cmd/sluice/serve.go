@@ -26,6 +26,7 @@ import (
 	"github.com/sluicemta/sluice/delivery"
 	"github.com/sluicemta/sluice/filter"
 	"github.com/sluicemta/sluice/health"
+	"github.com/sluicemta/sluice/internal/logbuf"
 	"github.com/sluicemta/sluice/maillog"
 	"github.com/sluicemta/sluice/queue"
 	"github.com/sluicemta/sluice/smtp"
@@ -82,7 +83,11 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 		fmt.Fprintln(stderr, err)
 		return exitUsage
 	}
-	log := newLogger(stderr, s)
+	// Log lines go out in batches at most logDelay old (a busy relay logs
+	// a line or two per message); warnings and errors at once.
+	lw := logbuf.New(stderr, logDelay, 64<<10)
+	defer lw.Close()
+	log := slog.New(lw.Handler(newHandler(lw, s), slog.LevelWarn))
 	// SIGHUP reloads the routes table from the configuration file.
 	reload := make(chan os.Signal, 1)
 	signal.Notify(reload, syscall.SIGHUP)
@@ -176,12 +181,15 @@ func applyFlag(s *settings, name, value string) error {
 	return nil
 }
 
-func newLogger(w io.Writer, s *settings) *slog.Logger {
+// logDelay is the longest an info or debug line waits to be written.
+const logDelay = 100 * time.Millisecond
+
+func newHandler(w io.Writer, s *settings) slog.Handler {
 	opts := &slog.HandlerOptions{Level: s.logLevel}
 	if s.logFormat == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
+		return slog.NewTextHandler(w, opts)
 	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	return slog.NewJSONHandler(w, opts)
 }
 
 // serve runs the relay until ctx is cancelled (SIGTERM or SIGINT), then
@@ -215,7 +223,7 @@ func serve(ctx context.Context, s *settings, log *slog.Logger) error {
 	recorders := admin.Tee{rates}
 	var mlog *maillog.Log
 	if path := deliveryLogPath(s); path != "" {
-		if mlog, err = maillog.Open(path, maillog.WithLogger(log)); err != nil {
+		if mlog, err = maillog.Open(path, maillog.WithLogger(log), maillog.WithWriteDelay(logDelay)); err != nil {
 			return err
 		}
 		defer mlog.Close()

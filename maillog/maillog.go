@@ -28,7 +28,8 @@ type Log struct {
 	delay   time.Duration
 	logger  *slog.Logger
 
-	mu     sync.Mutex // guards f, w, size and closed
+	mu     sync.Mutex // guards f, w, line, size and closed
+	line   []byte     // the record being written, reused
 	f      *os.File
 	w      io.Writer // f, or a logbuf.Writer in front of it (WithWriteDelay)
 	size   int64
@@ -86,14 +87,10 @@ func (l *Log) flushLocked(closing bool) error {
 // Record appends r as one line. A write error is logged, not returned:
 // the delivery it records has happened either way.
 func (l *Log) Record(_ context.Context, r *delivery.Record) {
-	line, err := json.Marshal(r)
-	if err != nil { // not reached: a Record always marshals
-		l.logger.Error("encode delivery record", "err", err)
-		return
-	}
-	line = append(line, '\n')
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	line := appendRecord(l.line[:0], r)
+	l.line = line
 	if l.closed {
 		return
 	}

@@ -259,10 +259,12 @@ func (q *Queue) isInflight(id string) bool {
 // start loads the message indexed by due index entry c and starts its
 // attempt. It reports false if the message is gone, moved, damaged or
 // already in flight. The state record is read, so that an entry found
-// earlier, or a hint, is checked against the store; but not for a hint
-// from Enqueue when no operation ran since the message was written: only
-// operations and the message's own attempts change a stored state, so
-// it is the one Enqueue wrote.
+// earlier, or a hint, is checked against the store; but a hint from
+// Enqueue needs only its due key to be still there if no operation ran
+// since the message was written (opsGen): every attempt moves or deletes
+// the due key it started from (even one started through a scan while the
+// hint waited), and due key and state are written together, so the state
+// is the one Enqueue wrote.
 func (q *Queue) start(d Deliverer, l lane, c candidate) bool {
 	k, id := c.key, c.id
 	q.mu.Lock()
@@ -275,7 +277,14 @@ func (q *Queue) start(d Deliverer, l lane, c candidate) bool {
 		se, err = q.spool.readEnvelope(id)
 	}
 	st := c.st
-	if err == nil && (st == nil || c.gen != q.opsGen.Load()) {
+	if st != nil && c.gen == q.opsGen.Load() {
+		if _, kerr := q.spool.store.Get(k); kerr != nil {
+			st = nil // moved, removed or unreadable: the state read says which
+		}
+	} else {
+		st = nil
+	}
+	if err == nil && st == nil {
 		st, err = q.spool.readState(id, len(se.Env.Recipients))
 	}
 	switch {

@@ -244,3 +244,46 @@ func TestHandedOffMailSurvivesRestart(t *testing.T) {
 		}
 	}
 }
+
+// TestStaleHintIsNotStarted: a hint Enqueue made may wait while a scan
+// starts the same message (a lowered floor shows the scan its key). Once
+// that attempt has delivered the message, or deferred it, the hint is
+// stale: starting it must not attempt the message again, though no
+// operation ran since it was made.
+func TestStaleHintIsNotStarted(t *testing.T) {
+	q := newTestQueue(t, t.TempDir(), WithRetry(time.Hour, time.Hour)) // deferred is not due again
+	// What Enqueue hands the scheduler, made before Serve can start them.
+	hint := func(id string) candidate {
+		se, err := q.spool.readEnvelope(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := q.spool.readState(id, len(se.Env.Recipients))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return candidate{key: stateDueKey(id, st), id: id, t: st.Next, se: se, st: st, gen: q.opsGen.Load()}
+	}
+	delivered := enqueue(t, q, "s@example.org", "r@example.com")
+	deferred := enqueue(t, q, "s@example.org", "later@example.com")
+	stale := []candidate{hint(delivered), hint(deferred)}
+	d := newDeliverer(func(msg *Message, rcpt string) Result {
+		if strings.HasPrefix(rcpt, "later@") {
+			return Result{Outcome: sluice.OutcomeDeferred, Reply: sluice.NewReply(451, sluice.EnhancedCode{4, 0, 0}, "later")}
+		}
+		return accept(msg, rcpt)
+	})
+	serve(t, q, d)
+	d.waitFor(t, "an attempt of each", func() bool {
+		return len(d.attempts()) == 2 && q.Stats().Deferred == 1 && q.Depth() == 1
+	})
+	for _, c := range stale {
+		if q.start(d, laneFresh, c) {
+			t.Errorf("stale hint of %s started", c.id)
+		}
+	}
+	q.Close() // waits for any attempt started
+	if n := len(d.attempts()); n != 2 {
+		t.Errorf("%d attempts, want 2: a stale hint was attempted again", n)
+	}
+}

@@ -198,13 +198,17 @@ func (q *Queue) List(ctx context.Context, o ListOptions) (*Page, error) {
 	}
 	page := &Page{}
 	budget := listScanBudget
+	var inflight map[string]*entry
 	err := q.spool.store.Scan(lower, upper, func(k, _ []byte) (bool, error) {
 		if err := ctx.Err(); err != nil {
 			return false, err
 		}
 		id := string(k[len(k)-idLen:])
+		if (listScanBudget-budget)%listInflightEvery == 0 {
+			inflight = q.inflightSnapshot(inflight)
+		}
 		budget--
-		sum, err := q.summary(id)
+		sum, err := q.summaryOf(id, inflight[id])
 		switch {
 		case errors.Is(err, ErrNotFound):
 		case err != nil:
@@ -257,13 +261,47 @@ func (o *ListOptions) matches(s *Summary) bool {
 	return true
 }
 
-// summary reads message id and summarises it.
-func (q *Queue) summary(id string) (*Summary, error) {
-	se, st, inflight, err := q.read(id)
+// listInflightEvery is how many messages List reads between two looks at
+// the messages in flight. It takes q.mu once per look, not once per
+// message: q.mu is taken for every attempt started and ended, and while
+// the queue drained at full speed a List that waited for it once per
+// message spent most of its time waiting (bench/queuescale, 10,000
+// messages: 1.9 s, of which 0.37 s of List's own CPU time and 1.3 s
+// blocked on q.mu).
+const listInflightEvery = 256
+
+// inflightSnapshot returns the messages in flight now (at most
+// WithWorkers) in m, cleared, or in a new map if m is nil.
+func (q *Queue) inflightSnapshot(m map[string]*entry) map[string]*entry {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if m == nil {
+		m = make(map[string]*entry, len(q.inflight))
+	}
+	clear(m)
+	for id, e := range q.inflight {
+		m[id] = e
+	}
+	return m
+}
+
+// summaryOf summarises message id: from e if it is not nil (the message
+// was in flight when List last looked), else from the stored records.
+// Either may be a little behind an attempt that started or ended since,
+// as a listing of a queue that is draining always is.
+func (q *Queue) summaryOf(id string, e *entry) (*Summary, error) {
+	if e != nil {
+		return summarize(id, e.se, e.st, true), nil
+	}
+	se, err := q.spool.readEnvelope(id)
 	if err != nil {
 		return nil, err
 	}
-	return summarize(id, se, st, inflight), nil
+	st, err := q.spool.readState(id, len(se.Env.Recipients))
+	if err != nil {
+		return nil, err
+	}
+	return summarize(id, se, st, false), nil
 }
 
 func summarize(id string, se *storedEnvelope, st *msgState, inflight bool) *Summary {

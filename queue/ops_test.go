@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -531,4 +534,123 @@ func TestEnqueueHeldIsNeverTriedUntilReleased(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.waitFor(t, "the released message", func() bool { return q.Depth() == 0 })
+}
+
+// scanHook is a Store that calls hook once, from inside a scan of the
+// envelopes (as List makes), after the scan has passed hookAt keys, while
+// armed.
+type scanHook struct {
+	Store
+	hookAt int
+	hook   func()
+	armed  atomic.Bool
+}
+
+func (s *scanHook) Scan(lower, upper []byte, fn func(k, v []byte) (bool, error)) error {
+	if len(lower) == 0 || lower[0] != pfxEnvelope || !s.armed.Load() {
+		return s.Store.Scan(lower, upper, fn)
+	}
+	n := 0
+	return s.Store.Scan(lower, upper, func(k, v []byte) (bool, error) {
+		if n++; n == s.hookAt && s.armed.CompareAndSwap(true, false) {
+			s.hook()
+		}
+		return fn(k, v)
+	})
+}
+
+type deliverFunc func(ctx context.Context, msg *Message) []Result
+
+func (f deliverFunc) Deliver(ctx context.Context, msg *Message) []Result { return f(ctx, msg) }
+
+// TestListSeesAttemptsThatStartDuringIt: List looks at the messages in
+// flight once per listInflightEvery messages it reads, not once per
+// message; a message whose attempt starts while List runs is still listed
+// in flight once List has read that many more. Here the only worker moves
+// from the first message to the last one after List has passed the first.
+func TestListSeesAttemptsThatStartDuringIt(t *testing.T) {
+	dir := t.TempDir()
+	st, err := openPebble(filepath.Join(dir, "db"), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &scanHook{Store: st, hookAt: 10}
+	q := newTestQueue(t, dir, WithStore(hs), WithWorkers(1), WithRetry(time.Hour, 2*time.Hour))
+	ctx := context.Background()
+	first := enqueue(t, q, "s@example.org", "r@example.com")
+	// The messages in between are held, so the worker skips them; there
+	// are more than listInflightEvery.
+	const writers, each = 4, listInflightEvery/4 + 3
+	var held sync.WaitGroup
+	for range writers {
+		held.Add(1)
+		go func() {
+			defer held.Done()
+			for range each {
+				if _, err := q.EnqueueHeld(ctx, testEnvelope("h@example.com"), strings.NewReader("x\r\n")); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	held.Wait()
+	last := enqueue(t, q, "s@example.org", "r@example.com")
+
+	started := make(chan string, 10)
+	release := make(chan struct{})
+	serve(t, q, deliverFunc(func(ctx context.Context, msg *Message) []Result {
+		started <- msg.Envelope.ID
+		if msg.Envelope.ID == first {
+			<-release
+		} else {
+			<-ctx.Done() // in flight until the queue closes
+		}
+		return nil // deferred
+	}))
+	waitStarted := func(id string) {
+		t.Helper()
+		deadline := time.After(10 * time.Second)
+		for {
+			select {
+			case got := <-started:
+				if got == id {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("timed out waiting for the attempt of %s", id)
+			}
+		}
+	}
+	waitStarted(first)
+	hs.hook = func() {
+		close(release)
+		waitStarted(last)
+	}
+	hs.armed.Store(true)
+
+	p, err := q.List(ctx, ListOptions{Limit: 10_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hs.armed.Load() {
+		t.Fatal("List's scan did not reach the hook")
+	}
+	states := map[string]State{}
+	for _, m := range p.Messages {
+		states[m.ID] = m.State
+	}
+	if want := writers*each + 2; len(p.Messages) != want {
+		t.Fatalf("listed %d messages, want %d", len(p.Messages), want)
+	}
+	if got := states[first]; got != StateInFlight {
+		t.Errorf("first message listed %s, want %s (in flight when List read it)", got, StateInFlight)
+	}
+	if got := states[last]; got != StateInFlight {
+		t.Errorf("last message listed %s, want %s (in flight from before List read it, %d messages later)",
+			got, StateInFlight, writers*each+1)
+	}
+	if got := p.Messages[1].State; got != StateHeld {
+		t.Errorf("second message listed %s, want %s", got, StateHeld)
+	}
 }

@@ -265,14 +265,27 @@ func (q *Queue) isInflight(id string) bool {
 // the due key it started from (even one started through a scan while the
 // hint waited), and due key and state are written together, so the state
 // is the one Enqueue wrote.
+//
+// The envelope is read before q.mu is taken: it never changes once
+// stored, and q.mu is the lock every attempt's end, every operation and
+// every List takes, so the store reads the scheduler made under it (two
+// per attempt started) were most of the time it was held while the queue
+// drained. Only a read that failed is repeated under q.mu, so that the
+// damage or absence it found is judged against a store that no operation
+// changes meanwhile. The state record (or the hint's due key) is read
+// under q.mu, since finish and the operations change it under q.mu.
 func (q *Queue) start(d Deliverer, l lane, c candidate) bool {
 	k, id := c.key, c.id
+	se := c.se
+	if se == nil {
+		se, _ = q.spool.readEnvelope(id) // nil on any error: read again below
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed || q.inflight[id] != nil {
 		return false
 	}
-	se, err := c.se, error(nil)
+	var err error
 	if se == nil {
 		se, err = q.spool.readEnvelope(id)
 	}

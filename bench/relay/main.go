@@ -115,7 +115,7 @@ type result struct {
 	dur      time.Duration
 	pssMiB   float64       // peak summed PSS
 	hwmMiB   float64       // peak RSS (VmHWM) for sluice, 0 otherwise
-	cpu      time.Duration // CPU time (user and system) of sluice during the run, 0 otherwise
+	cpu      time.Duration // CPU time (user and system) of the MTA during the run: sluice's process, Postfix's processes; for raw, smtp-source's and smtp-sink's
 	procs    int           // most processes seen at once
 	lat      latencies     // with -client go
 	err      error
@@ -226,13 +226,15 @@ func (b *bench) main() error {
 }
 
 func hwm(r result, count int) string {
+	cpu := fmt.Sprintf(", CPU %.0f µs/msg", cpuPerMsg(r, count))
 	if r.hwmMiB == 0 {
-		return ""
+		return cpu
 	}
-	return fmt.Sprintf(" (VmHWM %.1f MiB, CPU %.0f µs/msg)", r.hwmMiB, cpuPerMsg(r, count))
+	return fmt.Sprintf(" (VmHWM %.1f MiB)%s", r.hwmMiB, cpu)
 }
 
-// cpuPerMsg is the CPU time sluice used per message in a run, in µs.
+// cpuPerMsg is the CPU time the contender used per message in a run, in
+// µs (for raw: smtp-source and smtp-sink).
 func cpuPerMsg(r result, count int) float64 {
 	return float64(r.cpu) / float64(time.Microsecond) / float64(count)
 }
@@ -245,12 +247,13 @@ func (b *bench) table() {
 	if withLat {
 		latHead, latRule = " p50 ms | p99 ms |", "---:|---:|"
 	}
-	fmt.Printf("| mode | size | sessions | msgs | contender | msg/s (median) | runs | peak MiB (median) |%s sluice/postfix | sluice/raw |\n", latHead)
-	fmt.Printf("|---|---|---:|---:|---|---:|---|---:|%s---:|---:|\n", latRule)
+	fmt.Printf("| mode | size | sessions | msgs | contender | msg/s (median) | runs | peak MiB (median) | CPU µs/msg (median) |%s sluice/postfix | sluice/raw | CPU postfix/sluice |\n", latHead)
+	fmt.Printf("|---|---|---:|---:|---|---:|---|---:|---:|%s---:|---:|---:|\n", latRule)
 	for _, c := range b.cells {
-		med := map[string]float64{}
+		med, cpu := map[string]float64{}, map[string]float64{}
 		for _, who := range b.contenders {
 			med[who] = median(b.results[c.String()+"/"+who], func(r result) float64 { return r.msgps })
+			cpu[who] = median(b.results[c.String()+"/"+who], func(r result) float64 { return cpuPerMsg(r, c.count) })
 		}
 		for _, who := range b.contenders {
 			rs := b.results[c.String()+"/"+who]
@@ -265,16 +268,17 @@ func (b *bench) table() {
 			mem := median(rs, func(r result) float64 { return r.pssMiB })
 			memText := fmt.Sprintf("%.1f", mem)
 			if who == "sluice" {
-				memText += fmt.Sprintf(" (VmHWM %.1f; CPU %.0f µs/msg)", median(rs, func(r result) float64 { return r.hwmMiB }),
-					median(rs, func(r result) float64 { return cpuPerMsg(r, c.count) }))
+				memText += fmt.Sprintf(" (VmHWM %.1f)", median(rs, func(r result) float64 { return r.hwmMiB }))
 			}
+			cpuText := fmt.Sprintf("%.0f", cpu[who])
 			if who == "raw" {
-				memText = "-"
+				memText, cpuText = "-", fmt.Sprintf("(%.0f)", cpu[who]) // the load tools' own
 			}
-			ratioPF, ratioRaw := "", ""
+			ratioPF, ratioRaw, ratioCPU := "", "", ""
 			if who == "sluice" {
 				ratioPF = ratio(med["sluice"], med["postfix"])
 				ratioRaw = ratio(med["sluice"], med["raw"])
+				ratioCPU = ratio(cpu["postfix"], cpu["sluice"])
 			}
 			latText := ""
 			if withLat {
@@ -282,8 +286,8 @@ func (b *bench) table() {
 				latText = fmt.Sprintf(" %.2f | %.2f |", median(rs, func(r result) float64 { return ms(r.lat.p50) }),
 					median(rs, func(r result) float64 { return ms(r.lat.p99) }))
 			}
-			fmt.Printf("| %s | %s | %d | %d | %s | %.0f | %s | %s |%s %s | %s |\n",
-				c.mode, sizeName(c.size), c.sessions, c.count, who, med[who], strings.Join(runs, ", "), memText, latText, ratioPF, ratioRaw)
+			fmt.Printf("| %s | %s | %d | %d | %s | %.0f | %s | %s | %s |%s %s | %s | %s |\n",
+				c.mode, sizeName(c.size), c.sessions, c.count, who, med[who], strings.Join(runs, ", "), memText, cpuText, latText, ratioPF, ratioRaw, ratioCPU)
 		}
 	}
 }
@@ -405,6 +409,7 @@ func (b *bench) run(who string, c cell, withPprof bool) (res result) {
 	}
 
 	start := time.Now()
+	var loadCPU time.Duration // raw: smtp-source's and smtp-sink's
 	if *clientFlag == "go" {
 		lat, err := sendAll(ctx, target, c.sessions, c.count, c.size)
 		if err != nil {
@@ -417,6 +422,7 @@ func (b *bench) run(who string, c cell, withPprof bool) (res result) {
 		if out, err := src.CombinedOutput(); err != nil {
 			return result{err: fmt.Errorf("smtp-source: %v: %s", err, strings.TrimSpace(string(out)))}
 		}
+		loadCPU = src.ProcessState.UserTime() + src.ProcessState.SystemTime()
 	}
 	accepted := time.Since(start)
 	res.acceptps = float64(c.count) / accepted.Seconds()
@@ -437,6 +443,9 @@ func (b *bench) run(who string, c cell, withPprof bool) (res result) {
 	res.msgps = float64(c.count) / res.dur.Seconds()
 	if mem != nil {
 		res.pssMiB, res.hwmMiB, res.procs, res.cpu = mem.stop()
+	}
+	if who == "raw" {
+		res.cpu = loadCPU + snk.cpu()
 	}
 	return res
 }
@@ -575,6 +584,9 @@ func (s *sink) wait(ctx context.Context) (time.Time, error) {
 		return time.Time{}, ctx.Err()
 	}
 }
+
+// cpu is the CPU time the sink has used so far.
+func (s *sink) cpu() time.Duration { return cpuTime(s.cmd.Process.Pid) }
 
 func (s *sink) stop() {
 	s.cmd.Process.Kill()
@@ -822,11 +834,12 @@ type memWatch struct {
 	done     chan struct{}
 	peakPSS  int64 // KiB
 	maxProcs int
-	cpu0     time.Duration // the process's CPU time when watching began
+	cpu0     time.Duration // the CPU time of the process (or tree) when watching began
 }
 
 func watch(pid int, tree bool) *memWatch {
-	m := &memWatch{pid: pid, tree: tree, stopc: make(chan struct{}), done: make(chan struct{}), cpu0: cpuTime(pid)}
+	m := &memWatch{pid: pid, tree: tree, stopc: make(chan struct{}), done: make(chan struct{})}
+	m.cpu0 = m.cpuNow()
 	go func() {
 		defer close(m.done)
 		t := time.NewTicker(200 * time.Millisecond)
@@ -852,36 +865,60 @@ func watch(pid int, tree bool) *memWatch {
 	return m
 }
 
-// stop returns the peak summed PSS and, for one process, its VmHWM in MiB
-// and the CPU time (user and system) it used while watched.
+// stop returns the peak summed PSS, for one process its VmHWM in MiB, and
+// the CPU time (user and system) used while watched.
 func (m *memWatch) stop() (pss, hwm float64, procs int, cpu time.Duration) {
 	close(m.stopc)
 	<-m.done
 	if !m.tree {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", m.pid))
 		hwm = float64(field(string(b), "VmHWM:")) / 1024
-		cpu = cpuTime(m.pid) - m.cpu0
 	}
-	return float64(m.peakPSS) / 1024, hwm, m.maxProcs, cpu
+	return float64(m.peakPSS) / 1024, hwm, m.maxProcs, m.cpuNow() - m.cpu0
+}
+
+// cpuNow is the CPU time the process has used, or for a tree (Postfix's
+// master and the daemons it runs) what every live process in it has used
+// plus what the processes it has reaped used: Postfix's daemons exit and
+// are replaced as they reach their max_use, and an exited child's time
+// moves to its parent's cutime and cstime when the parent waits for it.
+func (m *memWatch) cpuNow() time.Duration {
+	if !m.tree {
+		return cpuTime(m.pid)
+	}
+	var sum time.Duration
+	for _, p := range descendants(m.pid) {
+		sum += cpuTime(p) + reapedCPU(p)
+	}
+	return sum
 }
 
 // cpuTime is the user and system time pid has used, from /proc/PID/stat
 // (in clock ticks of 10 ms: USER_HZ is 100 on Linux).
-func cpuTime(pid int) time.Duration {
+func cpuTime(pid int) time.Duration { return statTicks(pid, 11, 12) }
+
+// reapedCPU is the user and system time of pid's children that it has
+// waited for.
+func reapedCPU(pid int) time.Duration { return statTicks(pid, 13, 14) }
+
+// statTicks sums two fields of /proc/PID/stat, counted from the one after
+// the command name, as a duration.
+func statTicks(pid, i, j int) time.Duration {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0
 	}
 	// The command name (field 2) may hold spaces; the fields after it
-	// start after its closing parenthesis. utime and stime are fields 14
-	// and 15, so the 12th and 13th after the state (field 3).
+	// start after its closing parenthesis: utime, stime, cutime and
+	// cstime are fields 14 to 17, so the 12th to 15th after the state
+	// (field 3).
 	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	if len(f) < 13 {
+	if len(f) <= max(i, j) {
 		return 0
 	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
+	a, _ := strconv.ParseInt(f[i], 10, 64)
+	c, _ := strconv.ParseInt(f[j], 10, 64)
+	return time.Duration(a+c) * 10 * time.Millisecond
 }
 
 // descendants returns pid and every process below it.

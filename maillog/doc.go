@@ -10,5 +10,6 @@
 // file is rotated by size, and [Log.Search] reads every kept file, so the
 // rotation settings bound both the disk used and the cost of a search.
 // The records are a log, not the queue: losing the tail in a crash loses
-// no mail, so writes are not synced.
+// no mail, so writes are not synced, and [WithWriteDelay] may hold them
+// back briefly to write many at once.
 package maillog

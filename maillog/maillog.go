@@ -66,7 +66,9 @@ func (l *Log) openLocked() error {
 	}
 	l.f, l.w, l.size = f, f, fi.Size()
 	if l.delay > 0 {
-		l.w = logbuf.New(f, l.delay, 64<<10)
+		l.w = logbuf.New(f, l.delay, 64<<10, func(err error) {
+			l.logger.Error("write delivery log", "path", l.path, "err", err)
+		})
 	}
 	return nil
 }
@@ -89,11 +91,11 @@ func (l *Log) flushLocked(closing bool) error {
 func (l *Log) Record(_ context.Context, r *delivery.Record) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	line := appendRecord(l.line[:0], r)
-	l.line = line
 	if l.closed {
 		return
 	}
+	line := appendRecord(l.line[:0], r)
+	l.line = line
 	if l.size > 0 && l.size+int64(len(line)) > l.maxSize {
 		if err := l.rotateLocked(); err != nil {
 			l.logger.Error("rotate delivery log", "path", l.path, "err", err)

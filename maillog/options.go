@@ -46,8 +46,9 @@ func WithRotation(maxBytes int64, keep int) Option {
 // WithWriteDelay lets records wait up to d to be written together, in
 // one write of up to 64 KiB, instead of one write each: at thousands of
 // deliveries a second that is most of the log's system calls. Search,
-// rotation and Close write what waits first. Records still waiting when
-// the process dies are lost.
+// rotation and Close write what waits first; a write that fails when the
+// delay ends is logged, as any failed write is. Records still waiting
+// when the process dies are lost.
 // Default: 0 (each record is written when it is recorded).
 func WithWriteDelay(d time.Duration) Option { return func(c *config) { c.delay = d } }
 

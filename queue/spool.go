@@ -92,7 +92,7 @@ func (s *spool) dropPartials() error {
 }
 
 // chunkBufs hold a chunk read from the body and, after it, the record
-// sealing it.
+// sealing it (writeMessage); or a chunk's record read back (bodyReader).
 var chunkBufs = sync.Pool{New: func() any { b := make([]byte, 2*chunkSize+recordHeaderLen); return &b }}
 
 // writeMessage stores a new message: its body in chunks read from body,
@@ -324,14 +324,11 @@ type bodyReader struct {
 	se        *storedEnvelope
 	next      int     // next chunk to read
 	cur       []byte  // unread part of the current chunk
-	buf       *[]byte // the record cur is in, from readBufs, if the store can read into it
+	buf       *[]byte // the record cur is in, from chunkBufs, if the store can read into it
 	sum       uint32
 	err       error
 	onCorrupt func(error)
 }
-
-// readBufs hold one body chunk's record each, for bodyReaders.
-var readBufs = sync.Pool{New: func() any { b := make([]byte, 0, chunkSize+recordHeaderLen); return &b }}
 
 func newBodyReader(store Store, id string, se *storedEnvelope, onCorrupt func(error)) *bodyReader {
 	return &bodyReader{store: store, id: id, se: se, onCorrupt: onCorrupt}
@@ -363,7 +360,7 @@ func (r *bodyReader) load() error {
 	var err error
 	if ag, ok := r.store.(appendGetter); ok {
 		if r.buf == nil {
-			r.buf = readBufs.Get().(*[]byte)
+			r.buf = chunkBufs.Get().(*[]byte)
 		}
 		v, err = ag.getAppend((*r.buf)[:0], k)
 	} else {
@@ -406,7 +403,7 @@ func (r *bodyReader) corrupt(err error) error {
 func (r *bodyReader) Close() error {
 	r.cur, r.err = nil, errBodyClosed
 	if r.buf != nil {
-		readBufs.Put(r.buf)
+		chunkBufs.Put(r.buf)
 		r.buf = nil
 	}
 	return nil

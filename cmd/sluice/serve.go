@@ -85,7 +85,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	}
 	// Log lines go out in batches at most logDelay old (a busy relay logs
 	// a line or two per message); warnings and errors at once.
-	lw := logbuf.New(stderr, logDelay, 64<<10)
+	lw := logbuf.New(stderr, logDelay, 64<<10, nil) // a failed write has nowhere to be told
 	defer lw.Close()
 	log := slog.New(lw.Handler(newHandler(lw, s), slog.LevelWarn))
 	// SIGHUP reloads the routes table from the configuration file.

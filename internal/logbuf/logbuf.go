@@ -24,9 +24,10 @@ import (
 // Writer is an io.Writer that batches writes to another. It is safe for
 // concurrent use; each Write is kept whole and in order.
 type Writer struct {
-	out   io.Writer
-	delay time.Duration
-	limit int
+	out     io.Writer
+	delay   time.Duration
+	limit   int
+	onError func(error) // told of a failed write that no caller saw
 
 	mu     sync.Mutex // guards the fields below; held during writes to out
 	buf    []byte
@@ -35,9 +36,12 @@ type Writer struct {
 }
 
 // New returns a Writer that writes to out what it was given once the
-// oldest unwritten byte is delay old or limit bytes are waiting.
-func New(out io.Writer, delay time.Duration, limit int) *Writer {
-	return &Writer{out: out, delay: delay, limit: limit}
+// oldest unwritten byte is delay old or limit bytes are waiting. A write
+// that fails when the delay ends is reported to onError, if it is not
+// nil, since no caller is there to see it (for a process's own log there
+// is nowhere else to tell).
+func New(out io.Writer, delay time.Duration, limit int, onError func(error)) *Writer {
+	return &Writer{out: out, delay: delay, limit: limit, onError: onError}
 }
 
 // Write buffers p, or writes it at once after everything buffered before
@@ -83,9 +87,12 @@ func (w *Writer) Close() error {
 	return w.flushLocked()
 }
 
-// timedFlush runs delay after the buffer became non-empty. Its write
-// error has nowhere to go: the log is what failed.
-func (w *Writer) timedFlush() { w.Flush() }
+// timedFlush runs delay after the buffer became non-empty.
+func (w *Writer) timedFlush() {
+	if err := w.Flush(); err != nil && w.onError != nil {
+		w.onError(err)
+	}
+}
 
 func (w *Writer) flushLocked() error {
 	if len(w.buf) == 0 {

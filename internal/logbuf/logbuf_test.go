@@ -2,6 +2,7 @@ package logbuf_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -33,7 +34,7 @@ func (r *recorder) get() []string {
 
 func TestLinesAreWrittenTogether(t *testing.T) {
 	var r recorder
-	w := logbuf.New(&r, time.Hour, 1<<10)
+	w := logbuf.New(&r, time.Hour, 1<<10, nil)
 	for _, l := range []string{"a\n", "b\n", "c\n"} {
 		if n, err := w.Write([]byte(l)); n != len(l) || err != nil {
 			t.Fatalf("Write(%q) = %d, %v", l, n, err)
@@ -52,7 +53,7 @@ func TestLinesAreWrittenTogether(t *testing.T) {
 
 func TestLimit(t *testing.T) {
 	var r recorder
-	w := logbuf.New(&r, time.Hour, 100)
+	w := logbuf.New(&r, time.Hour, 100, nil)
 	line := strings.Repeat("x", 59) + "\n"
 	w.Write([]byte(line))
 	w.Write([]byte(line)) // would pass the limit: the first goes out
@@ -68,7 +69,7 @@ func TestLimit(t *testing.T) {
 
 func TestDelay(t *testing.T) {
 	var r recorder
-	w := logbuf.New(&r, 10*time.Millisecond, 1<<10)
+	w := logbuf.New(&r, 10*time.Millisecond, 1<<10, nil)
 	defer w.Close()
 	w.Write([]byte("a\n"))
 	w.Write([]byte("b\n"))
@@ -93,7 +94,7 @@ func TestDelay(t *testing.T) {
 
 func TestHandlerFlushesWarnings(t *testing.T) {
 	var r recorder
-	w := logbuf.New(&r, time.Hour, 1<<16)
+	w := logbuf.New(&r, time.Hour, 1<<16, nil)
 	log := slog.New(w.Handler(slog.NewTextHandler(w, nil), slog.LevelWarn)).With("component", "test")
 	log.Info("first")
 	log.WithGroup("g").Info("second")
@@ -110,7 +111,7 @@ func TestHandlerFlushesWarnings(t *testing.T) {
 
 func TestClose(t *testing.T) {
 	var r recorder
-	w := logbuf.New(&r, time.Hour, 1<<10)
+	w := logbuf.New(&r, time.Hour, 1<<10, nil)
 	w.Write([]byte("a\n"))
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
@@ -130,7 +131,7 @@ func TestConcurrentWritersKeepLinesWhole(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		return out.Write(p)
-	}), time.Millisecond, 4<<10)
+	}), time.Millisecond, 4<<10, nil)
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Go(func() {
@@ -160,3 +161,21 @@ func TestConcurrentWritersKeepLinesWhole(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestTimedFlushErrorIsReported: a write that fails when the delay ends
+// has no caller to return to; it goes to onError, not nowhere.
+func TestTimedFlushErrorIsReported(t *testing.T) {
+	failed := make(chan error, 1)
+	w := logbuf.New(writerFunc(func([]byte) (int, error) { return 0, errors.New("disk full") }),
+		time.Millisecond, 1<<10, func(err error) { failed <- err })
+	defer w.Close()
+	w.Write([]byte("a\n"))
+	select {
+	case err := <-failed:
+		if err == nil || err.Error() != "disk full" {
+			t.Errorf("onError got %v, want the write's error", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the timed flush's write error was not reported within 10 s")
+	}
+}

@@ -409,7 +409,7 @@ func (b *bench) run(who string, c cell, withPprof bool) (res result) {
 	}
 
 	start := time.Now()
-	var loadCPU time.Duration // raw: smtp-source's and smtp-sink's
+	var loadCPU time.Duration // smtp-source's; with -client go, the driver's own client is not counted
 	if *clientFlag == "go" {
 		lat, err := sendAll(ctx, target, c.sessions, c.count, c.size)
 		if err != nil {

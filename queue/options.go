@@ -25,6 +25,8 @@ type config struct {
 	delayWarning  time.Duration
 	attemptTime   time.Duration
 	topDomains    int
+	paceBacklog   int           // 0: the number of workers
+	paceStall     time.Duration // see pace.go; not an option, tests change it
 	store         Store
 	now           func() time.Time
 }
@@ -42,6 +44,7 @@ func defaultConfig() config {
 		maxAge:        5 * 24 * time.Hour,
 		attemptTime:   10 * time.Minute,
 		topDomains:    100,
+		paceStall:     200 * time.Millisecond,
 		now:           time.Now,
 	}
 }
@@ -68,6 +71,9 @@ func (c *config) validate() error {
 	}
 	if c.delayWarning < 0 {
 		errs = append(errs, fmt.Errorf("delay warning %v: must not be negative", c.delayWarning))
+	}
+	if c.paceBacklog < 0 {
+		errs = append(errs, fmt.Errorf("pace backlog %d: must not be negative", c.paceBacklog))
 	}
 	if c.topDomains < 0 {
 		errs = append(errs, fmt.Errorf("domain metrics %d: must not be negative", c.topDomains))
@@ -136,6 +142,13 @@ func WithDelayWarning(d time.Duration) Option { return func(c *config) { c.delay
 // get their own depth and oldest-age series in the queue's metrics; the
 // rest are summed under domain="other". Default: 100.
 func WithDomainMetrics(n int) Option { return func(c *config) { c.topDomains = n } }
+
+// WithPaceBacklog sets how many messages may wait for their first
+// attempt before [Queue.Pace] holds new mail back. Zero, the default,
+// means as many as there are workers (WithWorkers): with every worker
+// busy, one more round of attempts is waiting, and the rest would be
+// mail arriving faster than it leaves.
+func WithPaceBacklog(n int) Option { return func(c *config) { c.paceBacklog = n } }
 
 // WithStore keeps the queue's records in s instead of the default pebble
 // database in the spool directory's db/ subdirectory. The directory still

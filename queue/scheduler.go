@@ -337,6 +337,9 @@ func (q *Queue) start(d Deliverer, l lane, c candidate) bool {
 	q.inflight[id] = e
 	q.count.lanes[l]--
 	q.count.inflight[l]++
+	if l == laneFresh {
+		q.freshStartedLocked()
+	}
 	q.attempts.Add(1)
 	q.run(func() {
 		defer func() { cancel(); q.attempts.Done(); q.poke() }()

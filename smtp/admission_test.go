@@ -252,3 +252,56 @@ func TestStressShortensTimeouts(t *testing.T) {
 		t.Errorf("idle client closed after %v under stress, want about 200ms", elapsed)
 	}
 }
+
+// pacer is a recorder that is also a Pacer: each Pace call waits for a
+// value on release and reports having waited that long.
+type pacer struct {
+	recorder
+	max     chan time.Duration // the max of each call
+	release chan time.Duration
+}
+
+func (p *pacer) Pace(ctx context.Context, max time.Duration) time.Duration {
+	p.max <- max
+	return <-p.release
+}
+
+// TestInFlowDelay: with a Pacer for a queue, MAIL is answered only after
+// Pace returns, which is given the in-flow delay as its maximum; the time
+// paced is counted. WithInFlowDelay(0) turns pacing off.
+func TestInFlowDelay(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	p := &pacer{max: make(chan time.Duration, 10), release: make(chan time.Duration, 10)}
+	_, addr := startServer(t, p, smtp.WithRegisterer(reg), untrusted, smtp.WithLocalDomains("example.net"),
+		smtp.WithInFlowDelay(1500*time.Millisecond))
+	c := dial(t, addr)
+	c.run(hello)
+	c.send("MAIL FROM:<alice@example.org>")
+	select {
+	case max := <-p.max:
+		if max != 1500*time.Millisecond {
+			t.Errorf("Pace given a maximum of %v, want the in-flow delay, 1.5s", max)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("MAIL did not call Pace")
+	}
+	p.release <- 250 * time.Millisecond
+	c.expect("250 2.0.0")
+	c.run(transaction[1:])
+	c.run([]step{{"Subject: hi\r\n\r\nhello\r\n.", "250 2.0.0"}})
+	if got := counter(t, reg, "sluice_smtp_paced_total", ""); got != 1 {
+		t.Errorf("paced_total = %v, want 1", got)
+	}
+	if got := counter(t, reg, "sluice_smtp_paced_seconds_total", ""); got != 0.25 {
+		t.Errorf("paced_seconds_total = %v, want 0.25", got)
+	}
+
+	off := &pacer{max: make(chan time.Duration, 10), release: make(chan time.Duration, 10)}
+	_, addr = startServer(t, off, untrusted, smtp.WithLocalDomains("example.net"), smtp.WithInFlowDelay(0))
+	c = dial(t, addr)
+	c.run(append(hello, transaction...))
+	c.run([]step{{"Subject: hi\r\n\r\nhello\r\n.", "250 2.0.0"}})
+	if n := len(off.max); n != 0 {
+		t.Errorf("Pace called %d times with the in-flow delay off", n)
+	}
+}

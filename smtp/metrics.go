@@ -2,6 +2,7 @@ package smtp
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -32,6 +33,8 @@ type metrics struct {
 	sessions    prometheus.Gauge
 	messages    *prometheus.CounterVec
 	refusals    *prometheus.CounterVec
+	paced       prometheus.Counter
+	pacedSecs   prometheus.Counter
 }
 
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
@@ -55,8 +58,16 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Name: "sluice_smtp_refused_connections_total",
 			Help: "Connections refused at the door by reason (connections, client, gate).",
 		}, []string{"reason"}),
+		paced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_smtp_paced_total",
+			Help: "MAIL commands held back because mail arrived faster than the queue delivered it.",
+		}),
+		pacedSecs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_smtp_paced_seconds_total",
+			Help: "Time MAIL commands were held back because mail arrived faster than the queue delivered it.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.connections, m.sessions, m.messages, m.refusals} {
+	for _, c := range []prometheus.Collector{m.connections, m.sessions, m.messages, m.refusals, m.paced, m.pacedSecs} {
 		if err := r.Register(c); err != nil {
 			return nil, fmt.Errorf("smtp: register metrics: %w", err)
 		}
@@ -86,6 +97,13 @@ func (m *metrics) connClosed() {
 func (m *metrics) message(result string) {
 	if m != nil {
 		m.messages.WithLabelValues(result).Inc()
+	}
+}
+
+func (m *metrics) pacedFor(d time.Duration) {
+	if m != nil {
+		m.paced.Inc()
+		m.pacedSecs.Add(d.Seconds())
 	}
 }
 

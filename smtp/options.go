@@ -33,6 +33,7 @@ type config struct {
 	writeTimeout    time.Duration
 	filters         *filter.Chain
 	filterBudget    time.Duration
+	inFlowDelay     time.Duration
 	tempDir         string
 	logger          *slog.Logger
 	registerer      prometheus.Registerer
@@ -90,6 +91,7 @@ func defaultConfig() config {
 		commandTimeout:  2 * time.Minute,
 		dataTimeout:     2 * time.Minute,
 		filterBudget:    4 * time.Minute,
+		inFlowDelay:     time.Second,
 		writeTimeout:    time.Minute,
 		tempDir:         os.TempDir(),
 		logger:          slog.New(slog.DiscardHandler),
@@ -196,6 +198,15 @@ func WithNormalizeLineEndings(on bool) Option {
 // minutes for MAIL and RCPT). Each filter's own timeout still applies.
 // Default: 4 minutes.
 func WithFilterBudget(d time.Duration) Option { return func(c *config) { c.filterBudget = d } }
+
+// WithInFlowDelay sets the longest a MAIL command waits for the queue to
+// catch up when mail arrives faster than it is delivered, if the
+// [Enqueuer] is a [Pacer] (*queue.Queue is). Like Postfix's in_flow_delay
+// (whose default it shares), it slows each client down instead of letting
+// a burst pile up in the queue, where every message costs more; it never
+// refuses mail, and it does not apply while delivery is stalled (see
+// queue.Queue.Pace). Zero turns it off. Default: 1s.
+func WithInFlowDelay(d time.Duration) Option { return func(c *config) { c.inFlowDelay = d } }
 
 // WithTempDir sets the directory where messages are spooled while the
 // filters run. The files are removed when the transaction ends.
@@ -417,6 +428,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("smtp: max recipients %d must be positive", c.maxRecipients)
 	case c.commandTimeout <= 0 || c.dataTimeout <= 0 || c.writeTimeout <= 0 || c.filterBudget <= 0:
 		return errors.New("smtp: timeouts must be positive")
+	case c.inFlowDelay < 0:
+		return fmt.Errorf("smtp: in-flow delay %v must not be negative", c.inFlowDelay)
 	case c.logger == nil:
 		return errors.New("smtp: nil logger")
 	case c.maxLineLength < 78:

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	gosmtp "github.com/emersion/go-smtp"
 
@@ -38,6 +39,14 @@ type Enqueuer interface {
 // it, rather than deliver it unreviewed.
 type HoldEnqueuer interface {
 	EnqueueHeld(ctx context.Context, env *sluice.Envelope, body io.Reader) (id string, err error)
+}
+
+// Pacer is an optional capability of an [Enqueuer]: Pace waits, at most
+// max, while the queue receives mail faster than it delivers it, and
+// returns how long it waited. The server calls it before it replies to
+// MAIL (see [WithInFlowDelay]). *queue.Queue implements it.
+type Pacer interface {
+	Pace(ctx context.Context, max time.Duration) time.Duration
 }
 
 // Server is an SMTP acceptor: it receives mail from clients, applies the

@@ -92,6 +92,7 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) (err error) {
 	if reply := s.mailAllowed(); reply != nil {
 		return s.reject("transaction", reply, slog.String("from", from))
 	}
+	s.pace()
 	if from != "" {
 		if _, perr := sluice.ParseMailbox(from, opts.UTF8); perr != nil {
 			return s.reject("sender", replyBadSender, slog.String("from", from))
@@ -225,6 +226,18 @@ func (s *session) mailAllowed() *sluice.Reply {
 		return replyMsgRate
 	}
 	return nil
+}
+
+// pace holds a new transaction back, up to the in-flow delay, while the
+// queue receives mail faster than it delivers it.
+func (s *session) pace() {
+	p, ok := s.srv.q.(Pacer)
+	if !ok || s.srv.cfg.inFlowDelay <= 0 {
+		return
+	}
+	if d := p.Pace(s.ctx, s.srv.cfg.inFlowDelay); d > 0 {
+		s.srv.metrics.pacedFor(d)
+	}
 }
 
 // mayRelay reports whether the client may send to any domain.

@@ -75,6 +75,7 @@ var (
 	concFlag       = flag.Int("concurrency", 50, "outbound connections to the sink, for Postfix (destination concurrency) and sluice (delivery.shaping.concurrency)")
 	workersFlag    = flag.Int("workers", 64, "sluice queue workers (queue.workers)")
 	procLimitFlag  = flag.Int("postfix-process-limit", 200, "Postfix default_process_limit")
+	inFlowFlag     = flag.String("in-flow-delay", "1s", "Postfix's in_flow_delay and sluice's smtp.limits.in_flow_delay (both default to 1s); Postfix's is 0s in accept-only runs, where its queue manager never frees a token")
 	timeoutFlag    = flag.Duration("timeout", 10*time.Minute, "longest run")
 	keepFlag       = flag.Bool("keep", false, "keep each run's directory (spools, logs, configurations)")
 	clientFlag     = flag.String("client", "smtp-source", "the load: smtp-source, or go (this driver's own SMTP client, which also reports the p50 and p99 acceptance latency: MAIL to the reply to the final dot)")
@@ -609,14 +610,16 @@ func startPostfix(bin, dir, relay string, hold bool) (*postfixProc, error) {
 		return nil, fmt.Errorf("chown: %v %s", err, out)
 	}
 	restrictions := "permit_mynetworks, reject_unauth_destination"
+	inFlow := *inFlowFlag
 	if hold {
+		inFlow = "0s"
 		// Every message goes to the hold queue, which the queue manager
 		// never schedules: delivery paused.
 		restrictions = "check_client_access static:HOLD, " + restrictions
 	}
 	conc := strconv.Itoa(*concFlag)
 	mainCF := strings.NewReplacer("DIR", dir, "RELAY", relay, "RESTRICTIONS", restrictions,
-		"CONC", conc, "PROCS", strconv.Itoa(*procLimitFlag)).Replace(`compatibility_level = 3.6
+		"CONC", conc, "PROCS", strconv.Itoa(*procLimitFlag), "INFLOW", inFlow).Replace(`compatibility_level = 3.6
 queue_directory = DIR/spool
 data_directory = DIR/data
 maillog_file = DIR/maillog
@@ -645,7 +648,7 @@ smtpd_relay_restrictions =
 smtpd_client_connection_count_limit = 0
 smtpd_client_connection_rate_limit = 0
 smtpd_client_message_rate_limit = 0
-in_flow_delay = 0
+in_flow_delay = INFLOW
 biff = no
 default_process_limit = PROCS
 default_destination_concurrency_limit = CONC
@@ -730,6 +733,7 @@ trusted_networks = ["127.0.0.0/8"]
 
 [smtp.limits]
 max_connections = 5000
+in_flow_delay = %q
 
 [queue]
 workers = %d
@@ -747,7 +751,7 @@ pprof = %v
 
 [log]
 level = "info"
-`, *workersFlag, next, map[bool]string{true: "greeting_timeout = \"1h\"\n", false: ""}[accept], *concFlag, *concFlag, withPprof)
+`, *inFlowFlag, *workersFlag, next, map[bool]string{true: "greeting_timeout = \"1h\"\n", false: ""}[accept], *concFlag, *concFlag, withPprof)
 	cfg := filepath.Join(dir, "sluice.toml")
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		return nil, err

@@ -83,6 +83,7 @@ type smtpLimits struct {
 	NormalizeLineEndings   bool     `toml:"normalize_line_endings"`
 	AuthFailures           *int     `toml:"auth_failures"`
 	AuthWindow             string   `toml:"auth_window"`
+	InFlowDelay            string   `toml:"in_flow_delay"`
 }
 
 type smtpTimeouts struct {
@@ -118,6 +119,7 @@ type queueConfig struct {
 	RestartSpread string   `toml:"restart_spread"`
 	MaxAge        string   `toml:"max_age"`
 	DelayWarning  string   `toml:"delay_warning"`
+	PaceBacklog   *int     `toml:"pace_backlog"`
 }
 
 type deliveryConfig struct {
@@ -190,6 +192,7 @@ type settings struct {
 	restartSpread      *time.Duration // nil: not set (zero is a setting)
 	maxAge             time.Duration
 	delayWarning       time.Duration
+	paceBacklog        int
 
 	smarthost string
 	resolvers []string
@@ -243,6 +246,7 @@ type smtpLimitSettings struct {
 	normalize               bool
 	authFailures            int
 	authWindow              time.Duration
+	inFlowDelay             *time.Duration // nil: not set (zero turns pacing off)
 }
 
 type smtpTimeoutSettings struct {
@@ -445,6 +449,7 @@ func (v *validator) settings(fc *fileConfig) *settings {
 		backoffFactor: v.float("queue.backoff_factor", fc.Queue.BackoffFactor, 1, 16),
 		retryBudget:   v.float("queue.retry_budget", fc.Queue.RetryBudget, 0.01, 1),
 		delayWarning:  v.duration("queue.delay_warning", fc.Queue.DelayWarning),
+		paceBacklog:   v.positive("queue.pace_backlog", fc.Queue.PaceBacklog),
 
 		smarthost: v.hostPort("delivery.smarthost", fc.Delivery.Smarthost, false),
 		mxPort:    v.port("delivery.mx_port", fc.Delivery.MXPort),
@@ -734,6 +739,13 @@ func (v *validator) smtpExtras(c *smtpConfig, s *settings) {
 		normalize:     l.NormalizeLineEndings,
 		authFailures:  v.positive("smtp.limits.auth_failures", l.AuthFailures),
 		authWindow:    v.duration("smtp.limits.auth_window", l.AuthWindow),
+	}
+	if l.InFlowDelay != "" {
+		d, err := time.ParseDuration(l.InFlowDelay)
+		if err != nil || d < 0 {
+			v.fail("smtp.limits.in_flow_delay", "bad duration %q (want 0s to turn it off, or a positive duration)", l.InFlowDelay)
+		}
+		s.smtpLimits.inFlowDelay = &d
 	}
 	if (l.ConnectionRate == nil) != (l.ConnectionBurst == nil) {
 		v.fail("smtp.limits.connection_rate", "set smtp.limits.connection_rate and connection_burst together")

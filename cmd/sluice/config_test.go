@@ -32,6 +32,16 @@ func TestParseConfigErrors(t *testing.T) {
 			want: "sluice.toml:2: ",
 		},
 		{
+			name: "negative in-flow delay",
+			toml: "[smtp.limits]\nin_flow_delay = \"-1s\"\n",
+			want: `sluice.toml:2: smtp.limits.in_flow_delay: bad duration "-1s" (want 0s to turn it off, or a positive duration)`,
+		},
+		{
+			name: "zero pace backlog",
+			toml: "[queue]\npace_backlog = 0\n",
+			want: "sluice.toml:2: queue.pace_backlog: ",
+		},
+		{
 			name: "wrong type",
 			toml: "[queue]\n\nworkers = \"many\"\n",
 			want: "sluice.toml:3: queue.workers: want an integer, not a TOML string",
@@ -255,6 +265,30 @@ format = "text"
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("parseConfig:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// TestParseConfigPacing: "0s" turns the in-flow delay off, which is not
+// the same as leaving it unset (the library's default, 1s).
+func TestParseConfigPacing(t *testing.T) {
+	for _, tc := range []struct {
+		doc  string
+		want *time.Duration
+	}{
+		{"", nil},
+		{"[smtp.limits]\nin_flow_delay = \"0s\"\n", new(time.Duration(0))},
+		{"[smtp.limits]\nin_flow_delay = \"250ms\"\n", new(250 * time.Millisecond)},
+	} {
+		got, err := parseConfig("sluice.toml", []byte(tc.doc+"[queue]\npace_backlog = 7\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got.smtpLimits.inFlowDelay, tc.want) {
+			t.Errorf("%q: in-flow delay %v, want %v", tc.doc, got.smtpLimits.inFlowDelay, tc.want)
+		}
+		if got.paceBacklog != 7 {
+			t.Errorf("%q: pace backlog %d, want 7", tc.doc, got.paceBacklog)
+		}
 	}
 }
 

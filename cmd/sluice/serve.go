@@ -530,6 +530,9 @@ func queueOptions(s *settings, log *slog.Logger, reg prometheus.Registerer) []qu
 	if s.retryBudget > 0 {
 		opts = append(opts, queue.WithRetryBudget(s.retryBudget))
 	}
+	if s.paceBacklog > 0 {
+		opts = append(opts, queue.WithPaceBacklog(s.paceBacklog))
+	}
 	if s.restartSpread != nil {
 		opts = append(opts, queue.WithRestartSpread(*s.restartSpread))
 	}
@@ -609,6 +612,9 @@ func smtpOptions(s *settings, q *queue.Queue, log *slog.Logger, reg prometheus.R
 	add(l.maxHops > 0, smtp.WithMaxHops(l.maxHops))
 	add(l.normalize, smtp.WithNormalizeLineEndings(true))
 	add(l.authFailures > 0, smtp.WithAuthFailureLimit(l.authFailures, l.authWindow))
+	if l.inFlowDelay != nil {
+		opts = append(opts, smtp.WithInFlowDelay(*l.inFlowDelay))
+	}
 
 	t := s.smtpTimeouts
 	add(t.greeting > 0, smtp.WithGreetingTimeout(t.greeting))

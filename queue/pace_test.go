@@ -1,0 +1,170 @@
+package queue
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// gateDeliverer's attempts each wait for one value on release (or for
+// their context), so a test lets attempts finish one at a time.
+type gateDeliverer struct {
+	*deliverer
+	entered chan struct{} // a value per attempt that started
+	release chan struct{}
+}
+
+func newGateDeliverer() *gateDeliverer {
+	return &gateDeliverer{deliverer: newDeliverer(accept),
+		entered: make(chan struct{}, 100), release: make(chan struct{})}
+}
+
+func (d *gateDeliverer) Deliver(ctx context.Context, msg *Message) []Result {
+	d.entered <- struct{}{}
+	select {
+	case <-d.release:
+	case <-ctx.Done():
+	}
+	return d.deliverer.Deliver(ctx, msg)
+}
+
+func (d *gateDeliverer) waitEntered(t *testing.T) {
+	t.Helper()
+	select {
+	case <-d.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("timed out waiting for an attempt to start")
+	}
+}
+
+func withPaceStall(d time.Duration) Option { return func(c *config) { c.paceStall = d } }
+
+// pace runs q.Pace in a goroutine; the channel yields what it returned.
+func pace(ctx context.Context, q *Queue, max time.Duration) <-chan time.Duration {
+	done := make(chan time.Duration, 1)
+	go func() { done <- q.Pace(ctx, max) }()
+	return done
+}
+
+// waitPacing waits until a Pace call is waiting for the backlog.
+func waitPacing(t *testing.T, q *Queue, d *gateDeliverer) {
+	t.Helper()
+	d.waitFor(t, "Pace to wait", func() bool {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		return q.paced != nil
+	})
+}
+
+// TestPaceWaitsForTheBacklogToDrain: while more messages than the pace
+// backlog wait for their first attempt, Pace waits; it returns when
+// attempts starting have brought the backlog back to the limit, not
+// before.
+func TestPaceWaitsForTheBacklogToDrain(t *testing.T) {
+	q := newTestQueue(t, t.TempDir(), WithWorkers(1), WithPaceBacklog(2), withPaceStall(time.Hour))
+	d := newGateDeliverer()
+	serve(t, q, d)
+	enqueue(t, q, "s@example.org", "r0@example.com")
+	d.waitEntered(t) // the only worker is busy from now on
+	for range 4 {
+		enqueue(t, q, "s@example.org", "r@example.com")
+	}
+	done := pace(context.Background(), q, time.Hour)
+	waitPacing(t, q, d)
+
+	d.release <- struct{}{}
+	d.waitEntered(t) // 3 left waiting, above the limit of 2
+	select {
+	case waited := <-done:
+		t.Fatalf("Pace returned after %v with %d messages waiting, above the backlog of 2", waited, q.Stats().Pending)
+	default:
+	}
+	d.release <- struct{}{}
+	d.waitEntered(t) // 2 left waiting: within the limit
+	select {
+	case waited := <-done:
+		if waited <= 0 {
+			t.Errorf("Pace reported waiting %v, want a positive wait", waited)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Pace still waits with the backlog back within its limit")
+	}
+	if n := q.Stats().Pending; n != 2 {
+		t.Errorf("%d messages pending after Pace returned, want 2", n)
+	}
+	for range 3 {
+		d.release <- struct{}{}
+	}
+}
+
+// TestPaceDoesNotWaitForStalledDelivery: when no first attempt starts
+// for the stall window (every worker held by a next hop that does not
+// answer), Pace stops waiting long before its maximum, and a later call
+// does not wait at all.
+func TestPaceDoesNotWaitForStalledDelivery(t *testing.T) {
+	q := newTestQueue(t, t.TempDir(), WithWorkers(1), WithPaceBacklog(1), withPaceStall(50*time.Millisecond))
+	d := newGateDeliverer() // nothing is ever released: delivery is stalled
+	serve(t, q, d)
+	enqueue(t, q, "s@example.org", "r0@example.com")
+	d.waitEntered(t)
+	for range 3 {
+		enqueue(t, q, "s@example.org", "r@example.com")
+	}
+	select {
+	case waited := <-pace(context.Background(), q, time.Hour):
+		if waited >= time.Hour {
+			t.Errorf("Pace waited its whole maximum (%v) for a stalled delivery", waited)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Pace still waits for a delivery that has not started an attempt for 10 s")
+	}
+	if waited := q.Pace(context.Background(), time.Hour); waited != 0 {
+		t.Errorf("Pace waited %v with delivery stalled, want no wait", waited)
+	}
+}
+
+// TestPaceWithoutDelivery: a queue that is not delivering (no Serve) is
+// not paced, however large its backlog.
+func TestPaceWithoutDelivery(t *testing.T) {
+	q := newTestQueue(t, t.TempDir(), WithWorkers(1), WithPaceBacklog(1), withPaceStall(time.Hour))
+	for range 5 {
+		enqueue(t, q, "s@example.org", "r@example.com")
+	}
+	if waited := q.Pace(context.Background(), time.Hour); waited != 0 {
+		t.Errorf("Pace waited %v without a Serve, want no wait", waited)
+	}
+}
+
+// TestPaceEnds: a waiting Pace returns when its context is done, when its
+// maximum has passed and when the queue closes.
+func TestPaceEnds(t *testing.T) {
+	q := newTestQueue(t, t.TempDir(), WithWorkers(1), WithPaceBacklog(1), withPaceStall(time.Hour))
+	d := newGateDeliverer()
+	serve(t, q, d)
+	enqueue(t, q, "s@example.org", "r0@example.com")
+	d.waitEntered(t)
+	for range 3 {
+		enqueue(t, q, "s@example.org", "r@example.com")
+	}
+	returns := func(what string, done <-chan time.Duration) {
+		t.Helper()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("Pace still waits after %s", what)
+		}
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := pace(ctx, q, time.Hour)
+	waitPacing(t, q, d)
+	cancel()
+	returns("its context was cancelled", done)
+
+	returns("its maximum", pace(context.Background(), q, 20*time.Millisecond))
+
+	done = pace(context.Background(), q, time.Hour)
+	waitPacing(t, q, d)
+	q.Close()
+	returns("the queue closed", done)
+}

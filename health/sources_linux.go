@@ -7,22 +7,19 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/sluicemta/sluice/internal/fdcount"
 )
 
 // OpenFiles returns a Sample of the number of open file descriptors of
 // the process, counted in /proc/self/fd.
 func OpenFiles() Sample {
 	return func(context.Context) (float64, error) {
-		f, err := os.Open("/proc/self/fd")
+		n, err := fdcount.Open()
 		if err != nil {
 			return 0, fmt.Errorf("health: open files: %w", err)
 		}
-		defer f.Close()
-		names, err := f.Readdirnames(-1)
-		if err != nil {
-			return 0, fmt.Errorf("health: open files: %w", err)
-		}
-		return float64(len(names) - 1), nil // less the descriptor reading it
+		return float64(n), nil
 	}
 }
 

@@ -5,10 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/sluicemta/sluice/internal/fdcount"
 )
 
 // A Gauge measures one resource the acceptor protects: the queue's depth
@@ -56,30 +57,15 @@ func OpenFiles() Gauge {
 		if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 			return 0, fmt.Errorf("smtp: open files: %w", err)
 		}
-		n, err := countOpenFiles()
+		n, err := fdcount.Open()
 		if err != nil {
-			return 0, err
+			return 0, fmt.Errorf("smtp: open files: %w", err)
 		}
 		if lim.Cur == 0 {
 			return 1, nil
 		}
 		return float64(n) / float64(lim.Cur), nil
 	})
-}
-
-func countOpenFiles() (int, error) {
-	for _, dir := range []string{"/proc/self/fd", "/dev/fd"} {
-		f, err := os.Open(dir)
-		if err != nil {
-			continue
-		}
-		names, err := f.Readdirnames(-1)
-		f.Close()
-		if err == nil {
-			return len(names) - 1, nil // the descriptor of the directory itself
-		}
-	}
-	return 0, errors.New("smtp: open files: neither /proc/self/fd nor /dev/fd can be read")
 }
 
 // gaugeSpec is a gauge of the gate with its watermarks.

@@ -12,22 +12,24 @@ import (
 // memtable (64 MiB) to an sstable with every body still waiting in it,
 // reads those bodies back from the sstable (decompressing them) when
 // their turn comes, and compacts their deletions away later. In the relay
-// benchmark with 100 KiB messages that was a fifth of sluice's CPU, taken
-// from the delivery that would have shrunk the backlog (docs/BENCHMARKS.md,
-// fix 18). Pacing keeps the wait short instead, so the memtable holds
-// each body from its write to its deletion.
+// benchmark with 100 KiB messages that was nearly a quarter of sluice's
+// CPU, taken from the delivery that would have shrunk the backlog
+// (docs/BENCHMARKS.md, fix 18). Pacing keeps the wait short instead, so
+// the memtable holds each body from its write to its deletion.
 //
-// Only a queue that is delivering is paced. When no first attempt has
-// started for 200 ms (config.paceStall) while mail waits for one, delivery
-// is stalled, not busy (Serve not running, a next hop holding every
-// connection, an outage): holding mail back would not help it catch up,
-// only slow acceptance, and the queue is there to absorb such a backlog.
+// Only a queue whose attempts are finishing is paced. When none has
+// finished for 200 ms (config.paceStall), delivery is stalled, not busy
+// (Serve not running, a next hop holding every connection): holding mail
+// back would not help it catch up, only slow acceptance, and the queue is
+// there to absorb such a backlog. Finished, not started: behind a next hop
+// that holds every connection from the start, the first round of attempts
+// starts and none ends, and mail is never held back at all.
 
 // Pace waits while mail arrives faster than the queue delivers it, at most
 // max, and returns how long it waited. It waits only while more messages
 // than the pace backlog (WithPaceBacklog) wait for their first attempt and
-// attempts keep starting; it returns as soon as the backlog is within the
-// limit, no first attempt has started for 200 ms (delivery is stalled, not
+// attempts keep finishing; it returns as soon as the backlog is within the
+// limit, no attempt has finished for 200 ms (delivery is stalled, not
 // busy), the queue is closed or not serving, max has passed or ctx is
 // done. Pace never refuses anything: a caller goes on when it returns.
 //
@@ -41,7 +43,7 @@ func (q *Queue) Pace(ctx context.Context, max time.Duration) time.Duration {
 	var timer *time.Timer
 	for {
 		q.mu.Lock()
-		ch, lastStart := q.paceWaitLocked()
+		ch, lastFinish := q.paceWaitLocked()
 		q.mu.Unlock()
 		if ch == nil {
 			break
@@ -50,7 +52,7 @@ func (q *Queue) Pace(ctx context.Context, max time.Duration) time.Duration {
 		if begin.IsZero() {
 			begin = now
 		}
-		wait := min(max-now.Sub(begin), q.cfg.paceStall-now.Sub(lastStart))
+		wait := min(max-now.Sub(begin), q.cfg.paceStall-now.Sub(lastFinish))
 		if wait <= 0 {
 			break
 		}
@@ -75,24 +77,22 @@ func (q *Queue) Pace(ctx context.Context, max time.Duration) time.Duration {
 }
 
 // paceWaitLocked returns the channel that start closes once the fresh
-// backlog is back within the limit, and when the fresh lane last started
-// an attempt; a nil channel if there is nothing to wait for.
+// backlog is back within the limit, and when an attempt last finished; a
+// nil channel if there is nothing to wait for.
 func (q *Queue) paceWaitLocked() (chan struct{}, time.Time) {
 	if q.closed || !q.serving || q.count.lanes[laneFresh] <= q.paceBacklog() ||
-		time.Since(q.freshStarted) >= q.cfg.paceStall {
+		time.Since(q.finished) >= q.cfg.paceStall {
 		return nil, time.Time{}
 	}
 	if q.paced == nil {
 		q.paced = make(chan struct{})
 	}
-	return q.paced, q.freshStarted
+	return q.paced, q.finished
 }
 
-// freshStartedLocked records that an attempt of the fresh lane started and
-// releases the messages Pace holds back once the backlog is within the
-// limit.
+// freshStartedLocked releases what Pace holds back once an attempt of the
+// fresh lane has started and the backlog is within the limit.
 func (q *Queue) freshStartedLocked() {
-	q.freshStarted = time.Now()
 	if q.paced != nil && q.count.lanes[laneFresh] <= q.paceBacklog() {
 		close(q.paced)
 		q.paced = nil

@@ -57,18 +57,20 @@ func waitPacing(t *testing.T, q *Queue, d *gateDeliverer) {
 }
 
 // TestPaceWaitsForTheBacklogToDrain: while more messages than the pace
-// backlog wait for their first attempt, Pace waits; it returns when
-// attempts starting have brought the backlog back to the limit, not
-// before.
+// backlog wait for their first attempt and attempts finish, Pace waits; it
+// returns when attempts starting have brought the backlog back to the
+// limit, not before.
 func TestPaceWaitsForTheBacklogToDrain(t *testing.T) {
 	q := newTestQueue(t, t.TempDir(), WithWorkers(1), WithPaceBacklog(2), withPaceStall(time.Hour))
 	d := newGateDeliverer()
 	serve(t, q, d)
 	enqueue(t, q, "s@example.org", "r0@example.com")
 	d.waitEntered(t) // the only worker is busy from now on
-	for range 4 {
+	for range 5 {
 		enqueue(t, q, "s@example.org", "r@example.com")
 	}
+	d.release <- struct{}{} // one attempt finishes: delivery is busy, not stalled
+	d.waitEntered(t)        // 4 left waiting
 	done := pace(context.Background(), q, time.Hour)
 	waitPacing(t, q, d)
 
@@ -97,19 +99,24 @@ func TestPaceWaitsForTheBacklogToDrain(t *testing.T) {
 	}
 }
 
-// TestPaceDoesNotWaitForStalledDelivery: when no first attempt starts
-// for the stall window (every worker held by a next hop that does not
-// answer), Pace stops waiting long before its maximum, and a later call
-// does not wait at all.
+// TestPaceDoesNotWaitForStalledDelivery: when no attempt finishes for
+// the stall window (every worker held by a next hop that does not answer),
+// Pace stops waiting long before its maximum, and a later call does not
+// wait at all; nor does a call before any attempt has finished.
 func TestPaceDoesNotWaitForStalledDelivery(t *testing.T) {
 	q := newTestQueue(t, t.TempDir(), WithWorkers(1), WithPaceBacklog(1), withPaceStall(50*time.Millisecond))
-	d := newGateDeliverer() // nothing is ever released: delivery is stalled
+	d := newGateDeliverer()
 	serve(t, q, d)
 	enqueue(t, q, "s@example.org", "r0@example.com")
 	d.waitEntered(t)
-	for range 3 {
+	for range 4 {
 		enqueue(t, q, "s@example.org", "r@example.com")
 	}
+	if waited := q.Pace(context.Background(), time.Hour); waited != 0 {
+		t.Errorf("Pace waited %v before any attempt finished, want no wait", waited)
+	}
+	d.release <- struct{}{} // one attempt finishes; nothing else will
+	d.waitEntered(t)
 	select {
 	case waited := <-pace(context.Background(), q, time.Hour):
 		if waited >= time.Hour {
@@ -143,9 +150,11 @@ func TestPaceEnds(t *testing.T) {
 	serve(t, q, d)
 	enqueue(t, q, "s@example.org", "r0@example.com")
 	d.waitEntered(t)
-	for range 3 {
+	for range 4 {
 		enqueue(t, q, "s@example.org", "r@example.com")
 	}
+	d.release <- struct{}{}
+	d.waitEntered(t)
 	returns := func(what string, done <-chan time.Duration) {
 		t.Helper()
 		select {

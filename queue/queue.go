@@ -42,10 +42,10 @@ type Queue struct {
 	started     time.Time     // when Serve began, for the restart spread
 	stop        chan struct{} // closed by Shutdown/Close to stop Serve
 	// paced is closed, and cleared, when the fresh backlog falls back
-	// within the pace limit; nil when no Pace waits. freshStarted is when
-	// the fresh lane last started an attempt (pace.go).
-	paced        chan struct{}
-	freshStarted time.Time
+	// within the pace limit; nil when no Pace waits. finished is when an
+	// attempt last finished (pace.go).
+	paced    chan struct{}
+	finished time.Time
 
 	// opsGen counts the operations that changed, or may have changed, a
 	// message not in flight; it is raised under mu after the change is

@@ -545,6 +545,7 @@ func (q *Queue) finish(e *entry, st *msgState) {
 	}
 	q.count.inflight[e.lane]--
 	delete(q.inflight, e.id)
+	q.finished = time.Now()
 }
 
 // finishCorrupt ends e's attempt by quarantining the message.

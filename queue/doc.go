@@ -59,4 +59,9 @@
 // Routes are never stored: every attempt asks the [Deliverer], which looks
 // the route up afresh (DESIGN.md rule 7, seed 004), so Requeue and Flush
 // re-route mail.
+//
+// [Queue.Pace] lets an acceptor hold new mail back while it arrives faster
+// than it is delivered (more than WithPaceBacklog messages wait for a first
+// attempt while attempts keep finishing), so a burst does not become a
+// backlog that costs more per message than mail passing through.
 package queue

@@ -48,7 +48,9 @@
 // new sessions, 451 4.3.1 for new transactions, hysteresis between a high
 // and a low watermark). Each refusal is logged and counted. Per-client
 // message rate: 451 4.7.1 at MAIL. Failed AUTH: a budget per client, then
-// 454 4.7.0.
+// 454 4.7.0. In-flow pacing: while mail arrives faster than the queue
+// delivers it, MAIL waits up to [WithInFlowDelay] for a [Pacer] queue to
+// catch up, as Postfix's in_flow_delay; nothing is refused.
 //
 // Limits of a session: SIZE (552 5.3.4, also while streaming), recipients
 // (452 4.5.3), message line length (550 5.6.0), Received fields (554 5.4.6,

@@ -56,21 +56,31 @@ func waitPacing(t *testing.T, q *Queue, d *gateDeliverer) {
 	})
 }
 
+// busyQueue returns a serving queue of one worker with the given pace
+// backlog and stall window, whose first attempt has finished (delivery is
+// busy, not stalled), with an attempt in flight and waiting messages
+// waiting for a first attempt.
+func busyQueue(t *testing.T, backlog int, stall time.Duration, waiting int) (*Queue, *gateDeliverer) {
+	t.Helper()
+	q := newTestQueue(t, t.TempDir(), WithWorkers(1), WithPaceBacklog(backlog), withPaceStall(stall))
+	d := newGateDeliverer()
+	serve(t, q, d)
+	enqueue(t, q, "s@example.org", "r0@example.com")
+	d.waitEntered(t) // the only worker is busy from now on
+	for range waiting + 1 {
+		enqueue(t, q, "s@example.org", "r@example.com")
+	}
+	d.release <- struct{}{} // the first attempt finishes
+	d.waitEntered(t)        // the next starts
+	return q, d
+}
+
 // TestPaceWaitsForTheBacklogToDrain: while more messages than the pace
 // backlog wait for their first attempt and attempts finish, Pace waits; it
 // returns when attempts starting have brought the backlog back to the
 // limit, not before.
 func TestPaceWaitsForTheBacklogToDrain(t *testing.T) {
-	q := newTestQueue(t, t.TempDir(), WithWorkers(1), WithPaceBacklog(2), withPaceStall(time.Hour))
-	d := newGateDeliverer()
-	serve(t, q, d)
-	enqueue(t, q, "s@example.org", "r0@example.com")
-	d.waitEntered(t) // the only worker is busy from now on
-	for range 5 {
-		enqueue(t, q, "s@example.org", "r@example.com")
-	}
-	d.release <- struct{}{} // one attempt finishes: delivery is busy, not stalled
-	d.waitEntered(t)        // 4 left waiting
+	q, d := busyQueue(t, 2, time.Hour, 4)
 	done := pace(context.Background(), q, time.Hour)
 	waitPacing(t, q, d)
 
@@ -123,7 +133,7 @@ func TestPaceDoesNotWaitForStalledDelivery(t *testing.T) {
 			t.Errorf("Pace waited its whole maximum (%v) for a stalled delivery", waited)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("Pace still waits for a delivery that has not started an attempt for 10 s")
+		t.Fatal("Pace still waits for a delivery that has not finished an attempt for 10 s")
 	}
 	if waited := q.Pace(context.Background(), time.Hour); waited != 0 {
 		t.Errorf("Pace waited %v with delivery stalled, want no wait", waited)
@@ -145,16 +155,7 @@ func TestPaceWithoutDelivery(t *testing.T) {
 // TestPaceEnds: a waiting Pace returns when its context is done, when its
 // maximum has passed and when the queue closes.
 func TestPaceEnds(t *testing.T) {
-	q := newTestQueue(t, t.TempDir(), WithWorkers(1), WithPaceBacklog(1), withPaceStall(time.Hour))
-	d := newGateDeliverer()
-	serve(t, q, d)
-	enqueue(t, q, "s@example.org", "r0@example.com")
-	d.waitEntered(t)
-	for range 4 {
-		enqueue(t, q, "s@example.org", "r@example.com")
-	}
-	d.release <- struct{}{}
-	d.waitEntered(t)
+	q, d := busyQueue(t, 1, time.Hour, 3)
 	returns := func(what string, done <-chan time.Duration) {
 		t.Helper()
 		select {

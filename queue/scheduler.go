@@ -291,7 +291,7 @@ func (q *Queue) start(d Deliverer, l lane, c candidate) bool {
 	}
 	st := c.st
 	if st != nil && c.gen == q.opsGen.Load() {
-		if _, kerr := q.spool.store.Get(k); kerr != nil {
+		if kerr := storeHas(q.spool.store, k); kerr != nil {
 			st = nil // moved, removed or unreadable: the state read says which
 		}
 	} else {
@@ -314,7 +314,7 @@ func (q *Queue) start(d Deliverer, l lane, c candidate) bool {
 		q.quarantineRecords(id, k, domains, err)
 		return false
 	case errors.Is(err, ErrNotFound):
-		if _, kerr := q.spool.store.Get(k); errors.Is(kerr, ErrNotFound) {
+		if kerr := storeHas(q.spool.store, k); errors.Is(kerr, ErrNotFound) {
 			return false // removed since the entry was found
 		}
 		// An index entry left behind by a crash between batches cannot

@@ -102,6 +102,29 @@ type appendGetter interface {
 	getAppend(dst, key []byte) ([]byte, error)
 }
 
+// has reports whether key is stored, as Get's error would, without copying
+// the value out.
+func (s *pebbleStore) has(key []byte) error {
+	_, closer, err := s.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return fmt.Errorf("%w: %q", ErrNotFound, key)
+	}
+	if err != nil {
+		return storeErr(err)
+	}
+	return closer.Close()
+}
+
+// storeHas reports whether key is in s: nil, an error wrapping ErrNotFound,
+// or the store's error. It copies nothing where the store can tell without.
+func storeHas(s Store, key []byte) error {
+	if h, ok := s.(interface{ has([]byte) error }); ok {
+		return h.has(key)
+	}
+	_, err := s.Get(key)
+	return err
+}
+
 func (s *pebbleStore) Scan(lower, upper []byte, fn func(key, value []byte) (bool, error)) error {
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {

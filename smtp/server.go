@@ -56,6 +56,7 @@ type Pacer interface {
 type Server struct {
 	cfg     config
 	q       Enqueuer
+	pacer   Pacer // q, if it is one and the in-flow delay is on; else nil
 	log     *slog.Logger
 	metrics *metrics
 	local   map[string]bool // the local domains, lower-cased
@@ -111,6 +112,9 @@ func New(q Enqueuer, opts ...Option) (*Server, error) {
 		conns:     make(map[*conn]struct{}),
 	}
 	s.clients = newClients(&s.cfg)
+	if p, ok := q.(Pacer); ok && cfg.inFlowDelay > 0 {
+		s.pacer = p
+	}
 	if len(s.cfg.dnsbl.zones) > 0 {
 		var err error
 		if s.screen, err = newScreen(s.cfg.dnsbl, s.log); err != nil {

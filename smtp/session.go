@@ -231,11 +231,10 @@ func (s *session) mailAllowed() *sluice.Reply {
 // pace holds a new transaction back, up to the in-flow delay, while the
 // queue receives mail faster than it delivers it.
 func (s *session) pace() {
-	p, ok := s.srv.q.(Pacer)
-	if !ok || s.srv.cfg.inFlowDelay <= 0 {
+	if s.srv.pacer == nil {
 		return
 	}
-	if d := p.Pace(s.ctx, s.srv.cfg.inFlowDelay); d > 0 {
+	if d := s.srv.pacer.Pace(s.ctx, s.srv.cfg.inFlowDelay); d > 0 {
 		s.srv.metrics.pacedFor(d)
 	}
 }

@@ -77,6 +77,56 @@ func TestSwaksBodyIntact(t *testing.T) {
 	}
 }
 
+// swaks --pipeline sends MAIL, the RCPTs and DATA as one group (RFC 2920),
+// as MTAs do: sluice answers the whole group, in order, and the message
+// arrives once.
+func TestSwaksPipelining(t *testing.T) {
+	t.Parallel()
+	swaksBin := tool(t, "swaks")
+	snk := startSink(t)
+	srv := startSluice(t, t.TempDir(), "--smarthost", snk.addr)
+	file := filepath.Join(t.TempDir(), "msg.eml")
+	msg := "From: <a@example.org>\nTo: <b@example.net>\nSubject: pipelined\n\nA pipelined message.\n"
+	if err := os.WriteFile(file, []byte(msg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, _ := exec.CommandContext(ctx, swaksBin, "--server", srv.smtpAddr, "--pipeline",
+		"--from", "a@example.org", "--to", "b@example.net,c@example.net,not-an-address",
+		"--data", file, "--timeout", "30s", "--helo", "swaks.test").CombinedOutput()
+	transcript := string(out)
+	if !strings.Contains(transcript, "PIPELINING") || !dataAcked(transcript) {
+		t.Fatalf("pipelined message not acknowledged:\n%s", transcript)
+	}
+	// Both good recipients accepted, the bad one refused, each in order.
+	var replies []string
+	for _, l := range strings.Split(transcript, "\n") {
+		if strings.HasPrefix(l, "<-") || strings.HasPrefix(l, "<~") || strings.HasPrefix(l, "<**") {
+			replies = append(replies, strings.TrimSpace(strings.TrimLeft(l, "<-~* ")))
+		}
+	}
+	want := []string{"250", "250", "250", "5", "354", "250"} // EHLO's last line is skipped below
+	var got []string
+	for _, r := range replies {
+		if strings.HasPrefix(r, "220") || strings.HasPrefix(r, "221") || strings.HasPrefix(r, "250-") {
+			continue
+		}
+		got = append(got, r)
+	}
+	if len(got) != len(want)+1 {
+		t.Fatalf("replies %q, want EHLO's and then %q", got, want)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(got[i+1], w) {
+			t.Fatalf("reply %d is %q, want %s...; all: %q", i+1, got[i+1], w, got)
+		}
+	}
+	if !poll(30*time.Second, func() bool { return snk.count(t) == 1 }) {
+		t.Fatalf("the sink has %d messages, want 1", snk.count(t))
+	}
+}
+
 func firstDiff(a, b string) int {
 	for i := 0; i < len(a) && i < len(b); i++ {
 		if a[i] != b[i] {

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/textproto"
@@ -24,8 +25,10 @@ type latencies struct {
 // as smtp-source -d does (a session stays open for many messages), and
 // returns the latency percentiles. It speaks plain SMTP with
 // net/textproto, so the client's own cost is small and the same for every
-// contender.
-func sendAll(ctx context.Context, target string, sessions, count, size int) (latencies, error) {
+// contender. With pipelining it sends MAIL, RCPT and DATA as one group and
+// then reads their three replies, as an MTA does to a server that offers
+// PIPELINING (RFC 2920); every contender here offers it.
+func sendAll(ctx context.Context, target string, sessions, count, size int, pipelining bool) (latencies, error) {
 	body := message(size)
 	var (
 		next  atomic.Int64
@@ -36,7 +39,7 @@ func sendAll(ctx context.Context, target string, sessions, count, size int) (lat
 	)
 	for range sessions {
 		wg.Go(func() {
-			mine, err := session(ctx, target, body, func() bool { return next.Add(1) <= int64(count) })
+			mine, err := session(ctx, target, body, pipelining, func() bool { return next.Add(1) <= int64(count) })
 			mu.Lock()
 			lat = append(lat, mine...)
 			if err != nil && first == nil {
@@ -57,7 +60,7 @@ func sendAll(ctx context.Context, target string, sessions, count, size int) (lat
 }
 
 // session sends messages while more() says so, over one connection.
-func session(ctx context.Context, target, body string, more func() bool) ([]time.Duration, error) {
+func session(ctx context.Context, target, body string, pipelining bool, more func() bool) ([]time.Duration, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", target)
 	if err != nil {
@@ -86,15 +89,27 @@ func session(ctx context.Context, target, body string, more func() bool) ([]time
 		return nil, err
 	}
 	var lat []time.Duration
-	for more() {
-		start := time.Now()
+	envelope := func() error {
 		if err := cmd(250, "MAIL FROM:<sender@example.org>"); err != nil {
-			return lat, err
+			return err
 		}
 		if err := cmd(250, "RCPT TO:<rcpt@example.com>"); err != nil {
-			return lat, err
+			return err
 		}
-		if err := cmd(354, "DATA"); err != nil {
+		return cmd(354, "DATA")
+	}
+	if pipelining {
+		envelope = func() error {
+			tp.W.WriteString("MAIL FROM:<sender@example.org>\r\nRCPT TO:<rcpt@example.com>\r\nDATA\r\n")
+			if err := tp.W.Flush(); err != nil {
+				return err
+			}
+			return errors.Join(expect(250), expect(250), expect(354))
+		}
+	}
+	for more() {
+		start := time.Now()
+		if err := envelope(); err != nil {
 			return lat, err
 		}
 		if _, err := tp.W.WriteString(body); err != nil {

@@ -78,15 +78,15 @@ var (
 	inFlowFlag     = flag.String("in-flow-delay", "1s", "Postfix's in_flow_delay and sluice's smtp.limits.in_flow_delay (both default to 1s); Postfix's is 0s in accept-only runs, where its queue manager never frees a token")
 	timeoutFlag    = flag.Duration("timeout", 10*time.Minute, "longest run")
 	keepFlag       = flag.Bool("keep", false, "keep each run's directory (spools, logs, configurations)")
-	clientFlag     = flag.String("client", "smtp-source", "the load: smtp-source, or go (this driver's own SMTP client, which also reports the p50 and p99 acceptance latency: MAIL to the reply to the final dot)")
+	clientFlag     = flag.String("client", "smtp-source", "the load: smtp-source, go (this driver's own SMTP client, which also reports the p50 and p99 acceptance latency: MAIL to the reply to the final dot), or go-pipelining (the same client sending MAIL, RCPT and DATA in one group, as an MTA does to a server that offers PIPELINING)")
 )
 
 func main() {
 	log.SetFlags(0)
 	log.SetPrefix("relay: ")
 	flag.Parse()
-	if *clientFlag != "smtp-source" && *clientFlag != "go" {
-		log.Fatalf("-client %q: want smtp-source or go", *clientFlag)
+	if *clientFlag != "smtp-source" && *clientFlag != "go" && *clientFlag != "go-pipelining" {
+		log.Fatalf("-client %q: want smtp-source, go or go-pipelining", *clientFlag)
 	}
 	b, err := newBench()
 	if err != nil {
@@ -243,7 +243,7 @@ func cpuPerMsg(r result, count int) float64 {
 // table prints the medians as a Markdown table on standard output.
 func (b *bench) table() {
 	fmt.Println()
-	withLat := *clientFlag == "go"
+	withLat := *clientFlag != "smtp-source"
 	latHead, latRule := "", ""
 	if withLat {
 		latHead, latRule = " p50 ms | p99 ms |", "---:|---:|"
@@ -411,8 +411,8 @@ func (b *bench) run(who string, c cell, withPprof bool) (res result) {
 
 	start := time.Now()
 	var loadCPU time.Duration // smtp-source's; with -client go, the driver's own client is not counted
-	if *clientFlag == "go" {
-		lat, err := sendAll(ctx, target, c.sessions, c.count, c.size)
+	if *clientFlag != "smtp-source" {
+		lat, err := sendAll(ctx, target, c.sessions, c.count, c.size, *clientFlag == "go-pipelining")
 		if err != nil {
 			return result{err: fmt.Errorf("go client: %w", err)}
 		}

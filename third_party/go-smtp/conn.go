@@ -58,7 +58,7 @@ func newConn(c net.Conn, s *Server) *Conn {
 
 func (c *Conn) init() {
 	c.lineLimitReader = &lineLimitReader{
-		R:         c.conn,
+		R:         flushingReader{c},
 		LineLimit: c.server.MaxLineLength,
 	}
 	rwc := struct {
@@ -93,7 +93,7 @@ func (c *Conn) handle(cmd string, arg string) {
 	defer func() {
 		if err := recover(); err != nil {
 			c.writeResponse(421, EnhancedCode{4, 0, 0}, "Internal server error")
-			c.Close()
+			c.flushClose()
 
 			stack := debug.Stack()
 			c.server.ErrorLog.Printf("panic serving %v: %v\n%s", c.conn.RemoteAddr(), err, stack)
@@ -139,7 +139,7 @@ func (c *Conn) handle(cmd string, arg string) {
 		c.handleData(arg)
 	case "QUIT":
 		c.writeResponse(221, EnhancedCode{2, 0, 0}, "Bye")
-		c.Close()
+		c.flushClose()
 	case "AUTH":
 		c.handleAuth(arg)
 	case "STARTTLS":
@@ -214,7 +214,7 @@ func (c *Conn) protocolError(code int, ec EnhancedCode, msg string) {
 	c.errCount++
 	if c.errCount > errThreshold {
 		c.writeResponse(500, EnhancedCode{5, 5, 1}, "Too many errors. Quiting now")
-		c.Close()
+		c.flushClose()
 	}
 }
 
@@ -927,7 +927,15 @@ func (c *Conn) handleStartTLS() {
 		return
 	}
 
+	// The 220 goes out alone and before the handshake, which reads and
+	// writes the connection directly.
+	if err := c.flush(); err != nil {
+		return
+	}
 	c.writeResponse(220, EnhancedCode{2, 0, 0}, "Ready to start TLS")
+	if err := c.flush(); err != nil {
+		return
+	}
 
 	// Upgrade to TLS
 	tlsConn := tls.Server(c.conn, c.server.TLSConfig)
@@ -1089,7 +1097,7 @@ func (c *Conn) handleBdat(arg string) {
 		c.writeResponse(dataErrorToStatus(err))
 
 		if err == errPanic {
-			c.Close()
+			c.flushClose()
 		}
 
 		c.reset()
@@ -1108,13 +1116,14 @@ func (c *Conn) handleBdat(arg string) {
 			for i, rcpt := range c.recipients {
 				code, enchCode, msg := dataErrorToStatus(<-c.bdatStatus.status[i])
 				c.writeResponse(code, enchCode, "<"+rcpt+"> "+msg)
+				c.flush() // each status as soon as it is known
 			}
 		} else {
 			c.writeResponse(dataErrorToStatus(err))
 		}
 
 		if err == errPanic {
-			c.Close()
+			c.flushClose()
 			return
 		}
 
@@ -1249,12 +1258,13 @@ func (c *Conn) handleDataLMTP() {
 	for i, rcpt := range c.recipients {
 		code, enchCode, msg := dataErrorToStatus(<-status.status[i])
 		c.writeResponse(code, enchCode, "<"+rcpt+"> "+msg)
+		c.flush() // each status as soon as it is known
 	}
 
 	// If done gets false, the panic occurred in LMTPData and the connection
 	// should be closed.
 	if !<-done {
-		c.Close()
+		c.flushClose()
 	}
 }
 
@@ -1272,7 +1282,7 @@ func dataErrorToStatus(err error) (code int, enchCode EnhancedCode, msg string) 
 
 func (c *Conn) Reject() {
 	c.writeResponse(421, EnhancedCode{4, 4, 5}, "Too busy. Try again later.")
-	c.Close()
+	c.flushClose()
 }
 
 func (c *Conn) greet() {
@@ -1304,15 +1314,49 @@ func (c *Conn) writeResponse(code int, enhCode EnhancedCode, text ...string) {
 	// transform each single line with \n, into separate lines
 	text = strings.Split(strings.Join(text, "\n"), "\n")
 
+	// The reply is buffered, not sent: flush sends it before the next
+	// read from the connection (RFC 2920 section 3.2: the replies to a
+	// group of pipelined commands go out together).
 	lastLineIndex := len(text) - 1
 	for i := 0; i < lastLineIndex; i++ {
-		c.text.PrintfLine("%d-%v", code, text[i])
+		fmt.Fprintf(c.text.W, "%d-%v\r\n", code, text[i])
 	}
 	if enhCode == NoEnhancedCode {
-		c.text.PrintfLine("%d %v", code, text[lastLineIndex])
+		fmt.Fprintf(c.text.W, "%d %v\r\n", code, text[lastLineIndex])
 	} else {
-		c.text.PrintfLine("%d %v.%v.%v %v", code, enhCode[0], enhCode[1], enhCode[2], text[lastLineIndex])
+		fmt.Fprintf(c.text.W, "%d %v.%v.%v %v\r\n", code, enhCode[0], enhCode[1], enhCode[2], text[lastLineIndex])
 	}
+}
+
+// flush sends the buffered replies.
+func (c *Conn) flush() error {
+	if c.text.W.Buffered() == 0 {
+		return nil
+	}
+	if c.server.WriteTimeout != 0 {
+		c.conn.SetWriteDeadline(time.Now().Add(c.server.WriteTimeout))
+	}
+	return c.text.W.Flush()
+}
+
+// flushClose sends the buffered replies and closes the connection. It is
+// called only by the connection's own goroutine, the one that writes the
+// replies; Close, which Server.Close calls from another, does not flush.
+func (c *Conn) flushClose() {
+	c.flush()
+	c.Close()
+}
+
+// flushingReader reads the connection once the replies written so far
+// are sent: a command is read from the connection, not from what the
+// client already sent, only after every reply it waits for is on its way.
+type flushingReader struct{ c *Conn }
+
+func (r flushingReader) Read(p []byte) (int, error) {
+	if err := r.c.flush(); err != nil {
+		return 0, err
+	}
+	return r.c.conn.Read(p)
 }
 
 func (c *Conn) writeError(code int, enhCode EnhancedCode, err error) {
@@ -1325,6 +1369,13 @@ func (c *Conn) writeError(code int, enhCode EnhancedCode, err error) {
 
 // Reads a line of input
 func (c *Conn) readLine() (string, error) {
+	// Send the replies before the read deadline is set, which may end the
+	// session (an embedder's net.Conn can refuse it).
+	if c.text.R.Buffered() == 0 {
+		if err := c.flush(); err != nil {
+			return "", err
+		}
+	}
 	if c.server.ReadTimeout != 0 {
 		if err := c.conn.SetReadDeadline(time.Now().Add(c.server.ReadTimeout)); err != nil {
 			return "", err

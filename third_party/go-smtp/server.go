@@ -154,7 +154,7 @@ func (s *Server) handleConn(c *Conn) error {
 	s.locker.Unlock()
 
 	defer func() {
-		c.Close()
+		c.flushClose()
 
 		s.locker.Lock()
 		delete(s.conns, c)

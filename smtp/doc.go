@@ -17,7 +17,9 @@
 //     4.5.3.2, see below).
 //   - RFC 1870: SIZE, advertised with the limit; larger messages get
 //     552 5.3.4.
-//   - RFC 6152: 8BITMIME. RFC 2920: PIPELINING.
+//   - RFC 6152: 8BITMIME. RFC 2920: PIPELINING; with the patched go-smtp
+//     the binary and the tests build with (third_party/go-smtp), the
+//     replies to a pipelined group leave in one write (section 3.2).
 //   - RFC 2034 and RFC 3463: enhanced status codes on every reply.
 //   - RFC 6531: SMTPUTF8; internationalised addresses are accepted only in
 //     transactions that ask for it.

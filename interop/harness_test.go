@@ -345,10 +345,11 @@ func headerValue(dump, name string) string {
 
 // swaks sends the message in file dataFile through server and reports
 // whether the server acknowledged the end of DATA with 250, with swaks's
-// transcript.
-func swaks(ctx context.Context, bin, server, from, to, dataFile string) (acked bool, transcript string) {
-	cmd := exec.CommandContext(ctx, bin, "--server", server, "--from", from, "--to", to,
-		"--data", dataFile, "--timeout", "30s", "--helo", "swaks.test")
+// transcript. extra are more swaks options.
+func swaks(ctx context.Context, bin, server, from, to, dataFile string, extra ...string) (acked bool, transcript string) {
+	args := append([]string{"--server", server, "--from", from, "--to", to,
+		"--data", dataFile, "--timeout", "30s", "--helo", "swaks.test"}, extra...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	out, _ := cmd.CombinedOutput()
 	return dataAcked(string(out)), string(out)
 }

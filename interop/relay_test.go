@@ -92,17 +92,15 @@ func TestSwaksPipelining(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	out, _ := exec.CommandContext(ctx, swaksBin, "--server", srv.smtpAddr, "--pipeline",
-		"--from", "a@example.org", "--to", "b@example.net,c@example.net,not-an-address",
-		"--data", file, "--timeout", "30s", "--helo", "swaks.test").CombinedOutput()
-	transcript := string(out)
-	if !strings.Contains(transcript, "PIPELINING") || !dataAcked(transcript) {
+	acked, transcript := swaks(ctx, swaksBin, srv.smtpAddr, "a@example.org",
+		"b@example.net,c@example.net,not-an-address", file, "--pipeline")
+	if !strings.Contains(transcript, "PIPELINING") || !acked {
 		t.Fatalf("pipelined message not acknowledged:\n%s", transcript)
 	}
 	// Both good recipients accepted, the bad one refused, each in order.
 	var replies []string
 	for _, l := range strings.Split(transcript, "\n") {
-		if strings.HasPrefix(l, "<-") || strings.HasPrefix(l, "<~") || strings.HasPrefix(l, "<**") {
+		if strings.HasPrefix(l, "<-") || strings.HasPrefix(l, "<**") { // a reply; "<**" an error reply
 			replies = append(replies, strings.TrimSpace(strings.TrimLeft(l, "<-~* ")))
 		}
 	}

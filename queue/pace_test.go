@@ -6,37 +6,6 @@ import (
 	"time"
 )
 
-// gateDeliverer's attempts each wait for one value on release (or for
-// their context), so a test lets attempts finish one at a time.
-type gateDeliverer struct {
-	*deliverer
-	entered chan struct{} // a value per attempt that started
-	release chan struct{}
-}
-
-func newGateDeliverer() *gateDeliverer {
-	return &gateDeliverer{deliverer: newDeliverer(accept),
-		entered: make(chan struct{}, 100), release: make(chan struct{})}
-}
-
-func (d *gateDeliverer) Deliver(ctx context.Context, msg *Message) []Result {
-	d.entered <- struct{}{}
-	select {
-	case <-d.release:
-	case <-ctx.Done():
-	}
-	return d.deliverer.Deliver(ctx, msg)
-}
-
-func (d *gateDeliverer) waitEntered(t *testing.T) {
-	t.Helper()
-	select {
-	case <-d.entered:
-	case <-time.After(10 * time.Second):
-		t.Fatal("timed out waiting for an attempt to start")
-	}
-}
-
 func withPaceStall(d time.Duration) Option { return func(c *config) { c.paceStall = d } }
 
 // pace runs q.Pace in a goroutine; the channel yields what it returned.
@@ -47,7 +16,7 @@ func pace(ctx context.Context, q *Queue, max time.Duration) <-chan time.Duration
 }
 
 // waitPacing waits until a Pace call is waiting for the backlog.
-func waitPacing(t *testing.T, q *Queue, d *gateDeliverer) {
+func waitPacing(t *testing.T, q *Queue, d *blockingDeliverer) {
 	t.Helper()
 	d.waitFor(t, "Pace to wait", func() bool {
 		q.mu.Lock()
@@ -60,17 +29,17 @@ func waitPacing(t *testing.T, q *Queue, d *gateDeliverer) {
 // backlog and stall window, whose first attempt has finished (delivery is
 // busy, not stalled), with an attempt in flight and waiting messages
 // waiting for a first attempt.
-func busyQueue(t *testing.T, backlog int, stall time.Duration, waiting int) (*Queue, *gateDeliverer) {
+func busyQueue(t *testing.T, backlog int, stall time.Duration, waiting int) (*Queue, *blockingDeliverer) {
 	t.Helper()
 	q := newTestQueue(t, t.TempDir(), WithWorkers(1), WithPaceBacklog(backlog), withPaceStall(stall))
-	d := newGateDeliverer()
+	d := newBlockingDeliverer()
 	serve(t, q, d)
-	enqueue(t, q, "s@example.org", "r0@example.com")
+	enqueue(t, q, "s@example.org", "r0@block.example")
 	d.waitEntered(t) // the only worker is busy from now on
 	for range waiting + 1 {
-		enqueue(t, q, "s@example.org", "r@example.com")
+		enqueue(t, q, "s@example.org", "r@block.example")
 	}
-	d.release <- struct{}{} // the first attempt finishes
+	d.unblock <- struct{}{} // the first attempt finishes
 	d.waitEntered(t)        // the next starts
 	return q, d
 }
@@ -84,14 +53,14 @@ func TestPaceWaitsForTheBacklogToDrain(t *testing.T) {
 	done := pace(context.Background(), q, time.Hour)
 	waitPacing(t, q, d)
 
-	d.release <- struct{}{}
+	d.unblock <- struct{}{}
 	d.waitEntered(t) // 3 left waiting, above the limit of 2
 	select {
 	case waited := <-done:
 		t.Fatalf("Pace returned after %v with %d messages waiting, above the backlog of 2", waited, q.Stats().Pending)
 	default:
 	}
-	d.release <- struct{}{}
+	d.unblock <- struct{}{}
 	d.waitEntered(t) // 2 left waiting: within the limit
 	select {
 	case waited := <-done:
@@ -105,7 +74,7 @@ func TestPaceWaitsForTheBacklogToDrain(t *testing.T) {
 		t.Errorf("%d messages pending after Pace returned, want 2", n)
 	}
 	for range 3 {
-		d.release <- struct{}{}
+		d.unblock <- struct{}{}
 	}
 }
 
@@ -115,17 +84,17 @@ func TestPaceWaitsForTheBacklogToDrain(t *testing.T) {
 // wait at all; nor does a call before any attempt has finished.
 func TestPaceDoesNotWaitForStalledDelivery(t *testing.T) {
 	q := newTestQueue(t, t.TempDir(), WithWorkers(1), WithPaceBacklog(1), withPaceStall(50*time.Millisecond))
-	d := newGateDeliverer()
+	d := newBlockingDeliverer()
 	serve(t, q, d)
-	enqueue(t, q, "s@example.org", "r0@example.com")
+	enqueue(t, q, "s@example.org", "r0@block.example")
 	d.waitEntered(t)
 	for range 4 {
-		enqueue(t, q, "s@example.org", "r@example.com")
+		enqueue(t, q, "s@example.org", "r@block.example")
 	}
 	if waited := q.Pace(context.Background(), time.Hour); waited != 0 {
 		t.Errorf("Pace waited %v before any attempt finished, want no wait", waited)
 	}
-	d.release <- struct{}{} // one attempt finishes; nothing else will
+	d.unblock <- struct{}{} // one attempt finishes; nothing else will
 	d.waitEntered(t)
 	select {
 	case waited := <-pace(context.Background(), q, time.Hour):
@@ -145,7 +114,7 @@ func TestPaceDoesNotWaitForStalledDelivery(t *testing.T) {
 func TestPaceWithoutDelivery(t *testing.T) {
 	q := newTestQueue(t, t.TempDir(), WithWorkers(1), WithPaceBacklog(1), withPaceStall(time.Hour))
 	for range 5 {
-		enqueue(t, q, "s@example.org", "r@example.com")
+		enqueue(t, q, "s@example.org", "r@block.example")
 	}
 	if waited := q.Pace(context.Background(), time.Hour); waited != 0 {
 		t.Errorf("Pace waited %v without a Serve, want no wait", waited)

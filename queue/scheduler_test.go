@@ -94,8 +94,9 @@ func TestSchedulerDoesNotScanForEachMessage(t *testing.T) {
 }
 
 // blockingDeliverer is a deliverer whose attempts of recipients at
-// block.example wait until unblock is closed or the attempt is cancelled
-// (so a failing test does not hang in Close).
+// block.example wait until unblock is closed (all of them), a value is
+// sent on it (one of them), or the attempt is cancelled (so a failing
+// test does not hang in Close).
 type blockingDeliverer struct {
 	*deliverer
 	entered chan struct{} // a value per blocked attempt

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // ErrNotFound is returned by [Store.Get] for a key that is not stored, and
@@ -71,6 +72,8 @@ func openPebble(dir string, log *slog.Logger) (*pebbleStore, error) {
 		MemTableStopWritesThreshold: 4,
 		FormatMajorVersion:          pebble.FormatNewest,
 		Logger:                      pebbleLogger{log.With("component", "pebble")},
+		// Write-ahead logs zeroed ahead of their writer (walfs.go).
+		FS: walFS{vfs.Default},
 	}
 	db, err := pebble.Open(dir, opts)
 	if err != nil {

@@ -16,6 +16,7 @@ package queue_test
 //	p50-ms, p99-ms Enqueue call to acknowledgement (durable), per message
 //	msgs/fsync     mean of sluice_queue_fsync_batch_size: enqueues made
 //	               durable by one shared fsync
+//	fsync-µs       mean of sluice_queue_fsync_duration_seconds
 //
 // Bodies are random base64 (incompressible, like attachments), a different
 // window of a pool for each message; each message has one recipient at one
@@ -118,6 +119,9 @@ func benchEnqueue(b *testing.B, writers int, bodies *benchBodies) {
 	sum, count := benchHistogram(b, reg, "sluice_queue_fsync_batch_size")
 	if count > 0 {
 		b.ReportMetric(sum/count, "msgs/fsync")
+	}
+	if sum, count := benchHistogram(b, reg, "sluice_queue_fsync_duration_seconds"); count > 0 {
+		b.ReportMetric(sum/count*1e6, "fsync-µs")
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"slices"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -15,6 +16,7 @@ type metrics struct {
 	enqueueErrors  prometheus.Counter
 	enqueueLatency prometheus.Histogram
 	syncBatch      prometheus.Histogram
+	syncLatency    prometheus.Histogram
 	corrupt        prometheus.Counter
 	attempts       *prometheus.CounterVec
 	results        *prometheus.CounterVec
@@ -43,6 +45,11 @@ func newMetrics(q *Queue) *metrics {
 			Help:    "Enqueue calls made durable by one fsync (group commit).",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 9),
 		}),
+		syncLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sluice_queue_fsync_duration_seconds",
+			Help:    "Time one fsync of the spool's write-ahead log took (group commit: one per sync, not per message).",
+			Buckets: prometheus.ExponentialBuckets(0.0000625, 2, 14),
+		}),
 		corrupt: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sluice_queue_corrupt_records_total", Help: "Records that failed their checksum and were quarantined or rebuilt.",
 		}),
@@ -61,11 +68,14 @@ func newMetrics(q *Queue) *metrics {
 	}
 }
 
-func (m *metrics) observeSync(n int) { m.syncBatch.Observe(float64(n)) }
+func (m *metrics) observeSync(n int, took time.Duration) {
+	m.syncBatch.Observe(float64(n))
+	m.syncLatency.Observe(took.Seconds())
+}
 
 func (m *metrics) register(r prometheus.Registerer) error {
 	var errs []error
-	for _, c := range []prometheus.Collector{m.enqueued, m.enqueueErrors, m.enqueueLatency, m.syncBatch,
+	for _, c := range []prometheus.Collector{m.enqueued, m.enqueueErrors, m.enqueueLatency, m.syncBatch, m.syncLatency,
 		m.corrupt, m.attempts, m.results, depthCollector{m}} {
 		errs = append(errs, r.Register(c))
 	}

@@ -463,6 +463,9 @@ func TestMetricsReportDepthByStateAndDomain(t *testing.T) {
 				name += "/" + l.GetValue()
 			}
 			got[name] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			if h := m.GetHistogram(); h != nil {
+				got[name+"#count"], got[name+"#sum"] = float64(h.GetSampleCount()), h.GetSampleSum()
+			}
 		}
 	}
 	for name, want := range map[string]float64{
@@ -479,6 +482,15 @@ func TestMetricsReportDepthByStateAndDomain(t *testing.T) {
 	}
 	if _, ok := got["sluice_queue_domain_oldest_seconds/deep.example"]; !ok {
 		t.Error("no oldest-age series for deep.example")
+	}
+	// Each enqueue and the hold waited for an fsync of their own.
+	syncs := got["sluice_queue_fsync_duration_seconds#count"]
+	if syncs < 3 || got["sluice_queue_fsync_batch_size#count"] != syncs {
+		t.Errorf("%v fsyncs timed and %v batches counted, want the same number, at least 3",
+			syncs, got["sluice_queue_fsync_batch_size#count"])
+	}
+	if got["sluice_queue_fsync_duration_seconds#sum"] <= 0 {
+		t.Error("fsyncs took no time")
 	}
 }
 

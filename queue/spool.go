@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/sluicemta/sluice"
 )
@@ -31,7 +32,7 @@ type spool struct {
 // never held whole in memory.
 const batchFlush = 1 << 20
 
-func openSpool(dir string, store Store, log *slog.Logger, observeSync func(int), onDue func(lane, int64)) (*spool, error) {
+func openSpool(dir string, store Store, log *slog.Logger, observeSync func(int, time.Duration), onDue func(lane, int64)) (*spool, error) {
 	for _, sub := range []string{"", "quarantine"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o750); err != nil {
 			return nil, fmt.Errorf("queue: %w", err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -204,10 +205,10 @@ func (l pebbleLogger) Fatalf(format string, args ...any) {
 // once a sync that started after its call has finished, and at most one
 // sync runs at a time, so N concurrent enqueues cost about two syncs, not
 // N (group commit). observe, if set, is told how many callers each sync
-// released.
+// released and how long it took.
 type groupSync struct {
 	syncFn  func() error
-	observe func(n int)
+	observe func(n int, took time.Duration)
 
 	mu        sync.Mutex // guards the fields below
 	cond      *sync.Cond
@@ -218,7 +219,7 @@ type groupSync struct {
 	waiting   int // callers waiting for the next sync to start
 }
 
-func newGroupSync(syncFn func() error, observe func(int)) *groupSync {
+func newGroupSync(syncFn func() error, observe func(int, time.Duration)) *groupSync {
 	g := &groupSync{syncFn: syncFn, observe: observe}
 	g.cond = sync.NewCond(&g.mu)
 	return g
@@ -241,9 +242,10 @@ func (g *groupSync) wait() error {
 	g.waiting = 0
 	g.running = true
 	g.mu.Unlock()
+	began := time.Now()
 	err := g.syncFn()
 	if g.observe != nil {
-		g.observe(released)
+		g.observe(released, time.Since(began))
 	}
 	g.mu.Lock()
 	g.running = false

@@ -118,6 +118,8 @@ type result struct {
 	hwmMiB   float64       // peak RSS (VmHWM) for sluice, 0 otherwise
 	cpu      time.Duration // CPU time (user and system) of the MTA during the run: sluice's process, Postfix's processes; for raw, smtp-source's and smtp-sink's
 	procs    int           // most processes seen at once
+	fsyncUS  float64       // sluice: mean duration of its WAL fsyncs, µs
+	perSync  float64       // sluice: mean messages made durable by one fsync
 	lat      latencies     // with -client go
 	err      error
 }
@@ -214,8 +216,8 @@ func (b *bench) main() error {
 					log.Printf("%s run %d %s: %v", c, r+1, who, res.err)
 					continue
 				}
-				log.Printf("%s run %d %-7s %8.0f msg/s (%.2fs, accepted at %.0f msg/s) peak PSS %.1f MiB%s, %d procs, load %s",
-					c, r+1, who, res.msgps, res.dur.Seconds(), res.acceptps, res.pssMiB, hwm(res, c.count), res.procs, loadavg())
+				log.Printf("%s run %d %-7s %8.0f msg/s (%.2fs, accepted at %.0f msg/s) peak PSS %.1f MiB%s, %d procs%s, load %s",
+					c, r+1, who, res.msgps, res.dur.Seconds(), res.acceptps, res.pssMiB, hwm(res, c.count), res.procs, fsyncs(res), loadavg())
 			}
 		}
 	}
@@ -224,6 +226,14 @@ func (b *bench) main() error {
 		return b.profile()
 	}
 	return nil
+}
+
+// fsyncs gives sluice's mean fsync duration and group-commit size.
+func fsyncs(r result) string {
+	if r.perSync == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", fsync %.0f µs for %.1f msgs", r.fsyncUS, r.perSync)
 }
 
 func hwm(r result, count int) string {
@@ -389,6 +399,11 @@ func (b *bench) run(who string, c cell, withPprof bool) (res result) {
 		defer sl.stop()
 		target = sl.smtpAddr
 		mem = watch(sl.cmd.Process.Pid, false)
+		defer func() {
+			if res.err == nil {
+				res.fsyncUS, res.perSync = sl.fsyncs()
+			}
+		}()
 		check = func() error {
 			n, err := sl.enqueued()
 			if err != nil {
@@ -796,10 +811,8 @@ level = "info"
 	return nil, errors.New("sluice did not log \"listening\" within 20s")
 }
 
-var enqueuedRE = regexp.MustCompile(`(?m)^sluice_queue_enqueued_total(?:\{[^}]*\})? (\S+)$`)
-
-// enqueued reads sluice_queue_enqueued_total from /metrics.
-func (sl *sluiceProc) enqueued() (int, error) {
+// metric reads one unlabelled sample of sluice's /metrics.
+func (sl *sluiceProc) metric(name string) (float64, error) {
 	resp, err := http.Get("http://" + sl.httpAddr + "/metrics")
 	if err != nil {
 		return 0, err
@@ -809,12 +822,35 @@ func (sl *sluiceProc) enqueued() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	m := enqueuedRE.FindSubmatch(b)
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindSubmatch(b)
 	if m == nil {
-		return 0, errors.New("no sluice_queue_enqueued_total in /metrics")
+		return 0, fmt.Errorf("no %s in /metrics", name)
 	}
-	f, err := strconv.ParseFloat(string(m[1]), 64)
+	return strconv.ParseFloat(string(m[1]), 64)
+}
+
+// enqueued reads sluice_queue_enqueued_total from /metrics.
+func (sl *sluiceProc) enqueued() (int, error) {
+	f, err := sl.metric("sluice_queue_enqueued_total")
 	return int(f), err
+}
+
+// fsyncs reads the mean duration of sluice's WAL fsyncs (µs) and the mean
+// number of messages each made durable; zeros if /metrics lacks them.
+func (sl *sluiceProc) fsyncs() (us, msgs float64) {
+	var v [4]float64
+	for i, name := range []string{"sluice_queue_fsync_duration_seconds_sum", "sluice_queue_fsync_duration_seconds_count",
+		"sluice_queue_fsync_batch_size_sum", "sluice_queue_fsync_batch_size_count"} {
+		f, err := sl.metric(name)
+		if err != nil {
+			return 0, 0
+		}
+		v[i] = f
+	}
+	if v[1] == 0 || v[3] == 0 {
+		return 0, 0
+	}
+	return v[0] / v[1] * 1e6, v[2] / v[3]
 }
 
 // stop asks sluice to shut down (SIGTERM) and kills it after 40 s.

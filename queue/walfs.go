@@ -19,10 +19,10 @@ import (
 // to that file's old size. A spool just opened has no logs to recycle and
 // its first memtables are small, so after every start sluice paid the
 // dearer fsync for about its first 100 MiB of mail (with the 64 MiB
-// memtable): for a quiet relay, days. walFS closes the gap. Every new log
-// file is written full of zeros a few MiB ahead of the log writer, in the
-// background, so that the log's own writes overwrite and its fsyncs commit
-// only data.
+// memtable): for a quiet relay, days. walFS closes the gap. Every log
+// file, new or recycled (from its old size on), is written full of zeros a
+// few MiB ahead of the log writer, in the background, so that the log's own
+// writes overwrite and its fsyncs commit only data.
 //
 // Zeros past the end of the log are what pebble already expects from a
 // preallocated file: its log reader takes a zeroed chunk with no valid
@@ -38,7 +38,8 @@ const (
 var walZeros [walZeroChunk]byte
 
 // walFS is the file system the spool's pebble runs on: vfs.Default, with
-// write-ahead log files created by Create zeroed ahead of their writer.
+// write-ahead log files zeroed ahead of their writer, both those it
+// creates and those it recycles (which are zeroed from their old size on).
 type walFS struct{ vfs.FS }
 
 // walCategory is the category pebble creates its write-ahead log files
@@ -50,7 +51,19 @@ func (fs walFS) Create(name string, category vfs.DiskWriteCategory) (vfs.File, e
 	if err != nil || category != walCategory {
 		return f, err
 	}
-	return newZeroAheadFile(f), nil
+	return newZeroAheadFile(f, 0), nil
+}
+
+func (fs walFS) ReuseForWrite(oldname, newname string, category vfs.DiskWriteCategory) (vfs.File, error) {
+	f, err := fs.FS.ReuseForWrite(oldname, newname, category)
+	if err != nil || category != walCategory {
+		return f, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return f, nil // the log is written as it would be without walFS
+	}
+	return newZeroAheadFile(f, fi.Size()), nil
 }
 
 // zeroAheadFile is a file written sequentially from offset 0 by one
@@ -71,8 +84,10 @@ type zeroAheadFile struct {
 	stopped bool       // Close was called, or zeroing failed: no more zeroing
 }
 
-func newZeroAheadFile(f vfs.File) *zeroAheadFile {
-	z := &zeroAheadFile{File: f}
+// newZeroAheadFile starts zeroing f, whose first size bytes are already
+// written (a recycled log's old contents), past those bytes.
+func newZeroAheadFile(f vfs.File, size int64) *zeroAheadFile {
+	z := &zeroAheadFile{File: f, zeroed: size}
 	z.idle = sync.NewCond(&z.mu)
 	z.mu.Lock()
 	z.kickLocked()

@@ -85,6 +85,47 @@ func TestZeroAheadFileKeepsWritesAndZeros(t *testing.T) {
 	}
 }
 
+// TestZeroAheadFileRecycledStartsPastTheOldContents reuses a log of 300 KB
+// of old records and writes 100 KB: the zeros must start past the old
+// contents, which pebble's reader tells from its own by their log number,
+// and never touch the part the writer has yet to overwrite.
+func TestZeroAheadFileRecycledStartsPastTheOldContents(t *testing.T) {
+	dir := t.TempDir()
+	old, reused := filepath.Join(dir, "000001.log"), filepath.Join(dir, "000009.log")
+	oldData := bytes.Repeat([]byte{0x11}, 300<<10)
+	if err := os.WriteFile(old, oldData, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := walFS{vfs.Default}.ReuseForWrite(old, reused, walCategory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	z, ok := f.(*zeroAheadFile)
+	if !ok {
+		t.Fatalf("walFS.ReuseForWrite made a %T for a WAL file, want *zeroAheadFile", f)
+	}
+	newData := bytes.Repeat([]byte{0x22}, 100<<10)
+	if _, err := z.Write(newData); err != nil {
+		t.Fatal(err)
+	}
+	z.waitIdle()
+	if err := z.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(reused)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append(append([]byte(nil), newData...), oldData[len(newData):]...)
+	if len(got) < len(want) || !bytes.Equal(got[:len(want)], want) {
+		t.Fatal("the new records and the rest of the old ones are not what the file starts with")
+	}
+	tail := got[len(want):]
+	if len(tail) < walZeroLow || bytes.IndexFunc(tail, func(r rune) bool { return r != 0 }) >= 0 {
+		t.Errorf("%d bytes after the old contents, want at least %d, all zero", len(tail), walZeroLow)
+	}
+}
+
 // TestWALFSCreatesOtherFilesAsIs checks that only write-ahead logs are
 // zeroed ahead: an sstable or a manifest is created as vfs.Default would.
 func TestWALFSCreatesOtherFilesAsIs(t *testing.T) {
@@ -98,8 +139,8 @@ func TestWALFSCreatesOtherFilesAsIs(t *testing.T) {
 	}
 }
 
-// capturingFS records the files walFS creates, so that a test can wait
-// for their zeroing.
+// capturingFS records the logs walFS creates and recycles, so that a test
+// can wait for their zeroing.
 type capturingFS struct {
 	walFS
 	created chan vfs.File
@@ -107,6 +148,14 @@ type capturingFS struct {
 
 func (fs capturingFS) Create(name string, category vfs.DiskWriteCategory) (vfs.File, error) {
 	f, err := fs.walFS.Create(name, category)
+	if err == nil && category == walCategory {
+		fs.created <- f
+	}
+	return f, err
+}
+
+func (fs capturingFS) ReuseForWrite(oldname, newname string, category vfs.DiskWriteCategory) (vfs.File, error) {
+	f, err := fs.walFS.ReuseForWrite(oldname, newname, category)
 	if err == nil && category == walCategory {
 		fs.created <- f
 	}
@@ -277,7 +326,7 @@ func (f *memFile) Close() error    { return nil }
 func TestZeroAheadFileWriteWaitsForTheChunkBeingZeroed(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mem := &memFile{hold: make(chan struct{})}
-		z := newZeroAheadFile(mem)
+		z := newZeroAheadFile(mem, 0)
 		synctest.Wait() // the zeroer is held in its first WriteAt, at offset 0
 		if mem.zeroing != 1 {
 			t.Fatalf("%d zero writes begun, want the first chunk's", mem.zeroing)

@@ -30,9 +30,15 @@ import (
 // takes a recycled file's older contents.
 const (
 	walZeroChunk = 1 << 20 // zeros written at a time, each followed by fdatasync
-	walZeroAhead = 8 << 20 // how far ahead of the log writer to keep zeros
-	walZeroLow   = 4 << 20 // start zeroing again when fewer are left
+	walZeroMin   = 2 << 20 // zeros kept ahead of a log just begun ...
+	walZeroMax   = 8 << 20 // ... and of one with at least this much written
 )
+
+// walZeroTarget is how many zeros to keep ahead of a log writer at off:
+// as many as it has written, within [walZeroMin, walZeroMax], so that a
+// busy log is zeroed well ahead and an idle spool's is not zeroed for
+// nothing. The zeroer starts again when fewer than half are left.
+func walZeroTarget(off int64) int64 { return min(walZeroMax, max(walZeroMin, off)) }
 
 // walZeros is the source of every zero write; it is never written.
 var walZeros [walZeroChunk]byte
@@ -108,7 +114,7 @@ func (z *zeroAheadFile) claimLocked(end int64) {
 
 // kickLocked starts the zeroer when the zeros ahead of the writer run low.
 func (z *zeroAheadFile) kickLocked() {
-	if z.running || z.stopped || z.zeroed-z.off >= walZeroLow {
+	if z.running || z.stopped || z.zeroed-z.off >= walZeroTarget(z.off)/2 {
 		return
 	}
 	z.running = true
@@ -136,8 +142,8 @@ func (z *zeroAheadFile) WriteAt(p []byte, off int64) (int, error) {
 	return z.File.WriteAt(p, off)
 }
 
-// zeroAhead writes zeros, a chunk at a time, until there are walZeroAhead
-// of them ahead of the writer, and syncs each chunk so that its new size
+// zeroAhead writes zeros, a chunk at a time, until there are
+// walZeroTarget of them ahead of the writer, and syncs each chunk so that its new size
 // and blocks are committed here, in the background, rather than in the log
 // writer's next fsync. It stops for good at the first error (the log then
 // grows by appending, as it would without walFS) and when the file is
@@ -145,7 +151,7 @@ func (z *zeroAheadFile) WriteAt(p []byte, off int64) (int, error) {
 func (z *zeroAheadFile) zeroAhead() {
 	z.mu.Lock()
 	defer z.mu.Unlock()
-	for !z.stopped && z.zeroed-z.off < walZeroAhead {
+	for !z.stopped && z.zeroed-z.off < walZeroTarget(z.off) {
 		at := z.zeroed
 		z.zeroing = true
 		z.mu.Unlock()

@@ -16,7 +16,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
-// waitIdle returns once the zeroer has stopped: there are walZeroAhead
+// waitIdle returns once the zeroer has stopped: there are walZeroTarget
 // bytes of zeros ahead of the writer, or zeroing failed.
 func (z *zeroAheadFile) waitIdle() {
 	z.mu.Lock()
@@ -29,7 +29,7 @@ func (z *zeroAheadFile) waitIdle() {
 // TestZeroAheadFileKeepsWritesAndZeros writes 24 MiB in writes of random
 // sizes while the zeroer runs ahead, then checks that the file holds
 // exactly what was written followed by zeros, and that the zeros reach at
-// least walZeroLow past the end.
+// least walZeroMax past the end.
 func TestZeroAheadFileKeepsWritesAndZeros(t *testing.T) {
 	name := filepath.Join(t.TempDir(), "000001.log")
 	f, err := walFS{vfs.Default}.Create(name, walCategory)
@@ -80,8 +80,8 @@ func TestZeroAheadFileKeepsWritesAndZeros(t *testing.T) {
 	if i := bytes.IndexFunc(tail, func(r rune) bool { return r != 0 }); i >= 0 {
 		t.Fatalf("byte %d past the end of the writes is not zero", i)
 	}
-	if len(tail) < walZeroLow {
-		t.Errorf("%d bytes of zeros past the end of the writes, want at least %d", len(tail), walZeroLow)
+	if len(tail) < walZeroMax {
+		t.Errorf("%d bytes of zeros past the end of the writes, want at least %d", len(tail), walZeroMax)
 	}
 }
 
@@ -121,8 +121,9 @@ func TestZeroAheadFileRecycledStartsPastTheOldContents(t *testing.T) {
 		t.Fatal("the new records and the rest of the old ones are not what the file starts with")
 	}
 	tail := got[len(want):]
-	if len(tail) < walZeroLow || bytes.IndexFunc(tail, func(r rune) bool { return r != 0 }) >= 0 {
-		t.Errorf("%d bytes after the old contents, want at least %d, all zero", len(tail), walZeroLow)
+	want0 := walZeroMin - int64(len(oldData)-len(newData)) // kept ahead of the writer, who has the old contents still ahead
+	if int64(len(tail)) < want0 || bytes.IndexFunc(tail, func(r rune) bool { return r != 0 }) >= 0 {
+		t.Errorf("%d bytes after the old contents, want at least %d, all zero", len(tail), want0)
 	}
 }
 
@@ -213,8 +214,8 @@ func TestPebbleReplaysAZeroedTail(t *testing.T) {
 	z.mu.Lock()
 	end, zeroed := z.off, z.zeroed
 	z.mu.Unlock()
-	if zeroed-end < walZeroLow {
-		t.Fatalf("the log has %d bytes of zeros past its end, want at least %d", zeroed-end, walZeroLow)
+	if zeroed-end < walZeroMin {
+		t.Fatalf("the log has %d bytes of zeros past its end, want at least %d", zeroed-end, walZeroMin)
 	}
 	reopenCopy(t, dir, written, val)
 
@@ -350,8 +351,8 @@ func TestZeroAheadFileWriteWaitsForTheChunkBeingZeroed(t *testing.T) {
 		if !bytes.Equal(mem.buf[:len(data)], data) {
 			t.Fatal("the write was zeroed over")
 		}
-		if len(mem.buf) < walZeroAhead {
-			t.Errorf("%d bytes of file, want at least the %d zeroed ahead", len(mem.buf), walZeroAhead)
+		if len(mem.buf) < walZeroMin {
+			t.Errorf("%d bytes of file, want at least the %d zeroed ahead", len(mem.buf), walZeroMin)
 		}
 	})
 }

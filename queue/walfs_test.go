@@ -16,8 +16,10 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
-// waitIdle returns once the zeroer has stopped: there are walZeroTarget
-// bytes of zeros ahead of the writer, or zeroing failed.
+// waitIdle returns once the zeroer has stopped. Unless zeroing failed,
+// there are then at least half of walZeroTarget zeros ahead of the writer:
+// the zeroer stops at walZeroTarget, and each write starts it again when
+// fewer than half are left.
 func (z *zeroAheadFile) waitIdle() {
 	z.mu.Lock()
 	defer z.mu.Unlock()
@@ -29,7 +31,7 @@ func (z *zeroAheadFile) waitIdle() {
 // TestZeroAheadFileKeepsWritesAndZeros writes 24 MiB in writes of random
 // sizes while the zeroer runs ahead, then checks that the file holds
 // exactly what was written followed by zeros, and that the zeros reach at
-// least walZeroMax past the end.
+// least half of walZeroMax past the end.
 func TestZeroAheadFileKeepsWritesAndZeros(t *testing.T) {
 	name := filepath.Join(t.TempDir(), "000001.log")
 	f, err := walFS{vfs.Default}.Create(name, walCategory)
@@ -80,8 +82,8 @@ func TestZeroAheadFileKeepsWritesAndZeros(t *testing.T) {
 	if i := bytes.IndexFunc(tail, func(r rune) bool { return r != 0 }); i >= 0 {
 		t.Fatalf("byte %d past the end of the writes is not zero", i)
 	}
-	if len(tail) < walZeroMax {
-		t.Errorf("%d bytes of zeros past the end of the writes, want at least %d", len(tail), walZeroMax)
+	if len(tail) < walZeroMax/2 {
+		t.Errorf("%d bytes of zeros past the end of the writes, want at least %d", len(tail), walZeroMax/2)
 	}
 }
 
@@ -121,7 +123,9 @@ func TestZeroAheadFileRecycledStartsPastTheOldContents(t *testing.T) {
 		t.Fatal("the new records and the rest of the old ones are not what the file starts with")
 	}
 	tail := got[len(want):]
-	want0 := walZeroMin - int64(len(oldData)-len(newData)) // kept ahead of the writer, who has the old contents still ahead
+	// Half of walZeroTarget ahead of the writer at the least, who has the
+	// rest of the old contents still ahead.
+	want0 := walZeroTarget(int64(len(newData)))/2 - int64(len(oldData)-len(newData))
 	if int64(len(tail)) < want0 || bytes.IndexFunc(tail, func(r rune) bool { return r != 0 }) >= 0 {
 		t.Errorf("%d bytes after the old contents, want at least %d, all zero", len(tail), want0)
 	}
@@ -214,8 +218,8 @@ func TestPebbleReplaysAZeroedTail(t *testing.T) {
 	z.mu.Lock()
 	end, zeroed := z.off, z.zeroed
 	z.mu.Unlock()
-	if zeroed-end < walZeroMin {
-		t.Fatalf("the log has %d bytes of zeros past its end, want at least %d", zeroed-end, walZeroMin)
+	if zeroed-end < walZeroTarget(end)/2 {
+		t.Fatalf("the log has %d bytes of zeros past its end, want at least %d", zeroed-end, walZeroTarget(end)/2)
 	}
 	reopenCopy(t, dir, written, val)
 

@@ -57,7 +57,7 @@ func (fs walFS) Create(name string, category vfs.DiskWriteCategory) (vfs.File, e
 	if err != nil || category != walCategory {
 		return f, err
 	}
-	return newZeroAheadFile(f, 0), nil
+	return fs.zeroAhead(f, name, 0), nil
 }
 
 func (fs walFS) ReuseForWrite(oldname, newname string, category vfs.DiskWriteCategory) (vfs.File, error) {
@@ -69,7 +69,23 @@ func (fs walFS) ReuseForWrite(oldname, newname string, category vfs.DiskWriteCat
 	if err != nil {
 		return f, nil // the log is written as it would be without walFS
 	}
-	return newZeroAheadFile(f, fi.Size()), nil
+	return fs.zeroAhead(f, newname, fi.Size()), nil
+}
+
+// zeroAhead wraps the log f, whose first size bytes are already written,
+// in a zeroAheadFile. The zeros are written and synced through a file
+// description of their own: on Linux a failed writeback is reported once
+// to each open file description, so were the zeroer to fsync through the
+// log's own, an error in the log's data could be reported to the zeroer
+// and then never to pebble, and an acknowledgement would follow a failed
+// fsync. With its own, pebble's next fsync reports the error whoever saw
+// it first. If the second open fails the log is returned as it is.
+func (fs walFS) zeroAhead(f vfs.File, name string, size int64) vfs.File {
+	zf, err := fs.FS.OpenReadWrite(name, walCategory)
+	if err != nil {
+		return f
+	}
+	return newZeroAheadFile(f, zf, size)
 }
 
 // zeroAheadFile is a file written sequentially from offset 0 by one
@@ -80,6 +96,7 @@ func (fs walFS) ReuseForWrite(oldname, newname string, category vfs.DiskWriteCat
 // 1 MiB write to the page cache) before it goes ahead.
 type zeroAheadFile struct {
 	vfs.File
+	zf vfs.File // the zeroer's own handle (see walFS.zeroAhead)
 
 	mu      sync.Mutex
 	idle    *sync.Cond // signalled when a chunk's zeroing ends
@@ -90,10 +107,10 @@ type zeroAheadFile struct {
 	stopped bool       // Close was called, or zeroing failed: no more zeroing
 }
 
-// newZeroAheadFile starts zeroing f, whose first size bytes are already
-// written (a recycled log's old contents), past those bytes.
-func newZeroAheadFile(f vfs.File, size int64) *zeroAheadFile {
-	z := &zeroAheadFile{File: f, zeroed: size}
+// newZeroAheadFile starts zeroing f through zf, another handle on the same
+// file, past its first size bytes (a recycled log's old contents).
+func newZeroAheadFile(f, zf vfs.File, size int64) *zeroAheadFile {
+	z := &zeroAheadFile{File: f, zf: zf, zeroed: size}
 	z.idle = sync.NewCond(&z.mu)
 	z.mu.Lock()
 	z.kickLocked()
@@ -155,7 +172,7 @@ func (z *zeroAheadFile) zeroAhead() {
 		at := z.zeroed
 		z.zeroing = true
 		z.mu.Unlock()
-		_, err := z.File.WriteAt(walZeros[:], at)
+		_, err := z.zf.WriteAt(walZeros[:], at)
 		z.mu.Lock()
 		z.zeroing = false
 		z.idle.Broadcast()
@@ -164,7 +181,7 @@ func (z *zeroAheadFile) zeroAhead() {
 			// the chunk is all zeros.
 			z.zeroed = at + walZeroChunk
 			z.mu.Unlock()
-			err = z.File.SyncData()
+			err = z.zf.SyncData()
 			z.mu.Lock()
 		}
 		if err != nil {
@@ -176,7 +193,8 @@ func (z *zeroAheadFile) zeroAhead() {
 }
 
 // Close waits for a chunk being zeroed, so that no write outlives the file
-// descriptor, and closes the file.
+// descriptors, and closes both. Only the log's own close can fail in a way
+// that matters: the zeroer's handle wrote nothing but zeros.
 func (z *zeroAheadFile) Close() error {
 	z.mu.Lock()
 	z.stopped = true
@@ -184,5 +202,6 @@ func (z *zeroAheadFile) Close() error {
 		z.idle.Wait()
 	}
 	z.mu.Unlock()
+	z.zf.Close()
 	return z.File.Close()
 }

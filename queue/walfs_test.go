@@ -288,7 +288,8 @@ var quietPebble = pebbleLogger{slog.New(slog.DiscardHandler)}
 
 // memFile is a vfs.File in memory whose zero writes (WriteAt) can be held
 // until released, so that a test can write while a chunk is being zeroed.
-// Methods other than these four are not used by zeroAheadFile.
+// zeroAheadFile uses no methods but Write, WriteAt, SyncData (memHandle)
+// and Close.
 type memFile struct {
 	vfs.File
 	hold    chan struct{} // WriteAt waits until it is closed
@@ -322,8 +323,20 @@ func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
-func (f *memFile) SyncData() error { return nil }
-func (f *memFile) Close() error    { return nil }
+func (f *memFile) Close() error { return nil }
+
+// memHandle is one handle on a memFile, counting the syncs made through it.
+type memHandle struct {
+	*memFile
+	syncs int
+}
+
+func (h *memHandle) SyncData() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.syncs++
+	return nil
+}
 
 // TestZeroAheadFileWriteWaitsForTheChunkBeingZeroed holds the zeroer in the
 // middle of its first chunk and writes into that chunk: the write must wait
@@ -331,7 +344,8 @@ func (f *memFile) Close() error    { return nil }
 func TestZeroAheadFileWriteWaitsForTheChunkBeingZeroed(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mem := &memFile{hold: make(chan struct{})}
-		z := newZeroAheadFile(mem, 0)
+		writer, zeroer := &memHandle{memFile: mem}, &memHandle{memFile: mem}
+		z := newZeroAheadFile(writer, zeroer, 0)
 		synctest.Wait() // the zeroer is held in its first WriteAt, at offset 0
 		if mem.zeroing != 1 {
 			t.Fatalf("%d zero writes begun, want the first chunk's", mem.zeroing)
@@ -357,6 +371,12 @@ func TestZeroAheadFileWriteWaitsForTheChunkBeingZeroed(t *testing.T) {
 		}
 		if len(mem.buf) < walZeroMin {
 			t.Errorf("%d bytes of file, want at least the %d zeroed ahead", len(mem.buf), walZeroMin)
+		}
+		// A writeback error is reported once per file description: the
+		// zeroer must never sync through the log's own (walFS.zeroAhead).
+		if writer.syncs != 0 || zeroer.syncs == 0 {
+			t.Errorf("the zeroer synced %d times through the log's handle and %d through its own, want 0 and some",
+				writer.syncs, zeroer.syncs)
 		}
 	})
 }

@@ -159,8 +159,8 @@ func (z *zeroAheadFile) WriteAt(p []byte, off int64) (int, error) {
 	return z.File.WriteAt(p, off)
 }
 
-// zeroAhead writes zeros, a chunk at a time, until there are
-// walZeroTarget of them ahead of the writer, and syncs each chunk so that its new size
+// zeroAhead writes zeros, a chunk at a time, until there are walZeroTarget
+// of them ahead of the writer, and syncs each chunk so that its new size
 // and blocks are committed here, in the background, rather than in the log
 // writer's next fsync. It stops for good at the first error (the log then
 // grows by appending, as it would without walFS) and when the file is

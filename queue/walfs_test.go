@@ -52,15 +52,15 @@ func TestZeroAheadFileKeepsWritesAndZeros(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	var written bytes.Buffer
 	for rest := data; len(rest) > 0; {
-		p := rest[:min(len(rest), 1+rng.IntN(300<<10))]
+		p := rest[:min(len(rest), 1+rng.IntN(200<<10))] // under walZeroMaxPerSync per sync
 		rest = rest[len(p):]
 		written.Write(p)
 		if n, err := z.Write(p); err != nil || n != len(p) {
 			t.Fatalf("Write: %d, %v", n, err)
 		}
-	}
-	if err := z.SyncData(); err != nil {
-		t.Fatal(err)
+		if err := z.SyncData(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	z.waitIdle()
 	if err := z.Close(); err != nil {
@@ -84,6 +84,46 @@ func TestZeroAheadFileKeepsWritesAndZeros(t *testing.T) {
 	}
 	if len(tail) < walZeroMax/2 {
 		t.Errorf("%d bytes of zeros past the end of the writes, want at least %d", len(tail), walZeroMax/2)
+	}
+}
+
+// TestZeroAheadFileZeroesOnlyWhileSyncsAreSmall writes a log in 512 KiB
+// syncs, for which zeroing does not pay, and then in 16 KiB syncs, for
+// which it does: the zeros must stop for the first and resume for the
+// second.
+func TestZeroAheadFileZeroesOnlyWhileSyncsAreSmall(t *testing.T) {
+	name := filepath.Join(t.TempDir(), "000001.log")
+	f, err := walFS{vfs.Default}.Create(name, walCategory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	z := f.(*zeroAheadFile)
+	defer z.Close()
+	write := func(total, each int) {
+		t.Helper()
+		p := bytes.Repeat([]byte{0x33}, each)
+		for range total / each {
+			if _, err := z.Write(p); err != nil {
+				t.Fatal(err)
+			}
+			if err := z.SyncData(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ahead := func() int64 {
+		z.waitIdle()
+		z.mu.Lock()
+		defer z.mu.Unlock()
+		return z.zeroed - z.off
+	}
+	write(8<<20, 512<<10)
+	if n := ahead(); n != 0 {
+		t.Errorf("%d bytes zeroed ahead of a log synced 512 KiB at a time, want none", n)
+	}
+	write(2<<20, 16<<10)
+	if n, want := ahead(), walZeroTarget(10<<20)/2; n < want {
+		t.Errorf("%d bytes zeroed ahead once the log is synced 16 KiB at a time, want at least %d", n, want)
 	}
 }
 

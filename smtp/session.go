@@ -182,10 +182,12 @@ func (s *session) Rcpt(to string, opts *gosmtp.RcptOptions) (err error) {
 			r.ORcpt = string(opts.OriginalRecipientType) + ";" + opts.OriginalRecipient
 		}
 	}
-	cand := s.env.Clone()
-	cand.Recipients = append(cand.Recipients, r)
-	if reply := s.runFilters(filter.StageRcpt, cand); reply != nil {
-		return s.reject("recipient", reply, slog.String("from", s.env.From), slog.String("to", to))
+	if s.srv.cfg.filters.Has(filter.StageRcpt) { // the candidate envelope costs a copy
+		cand := s.env.Clone()
+		cand.Recipients = append(cand.Recipients, r)
+		if reply := s.runFilters(filter.StageRcpt, cand); reply != nil {
+			return s.reject("recipient", reply, slog.String("from", s.env.From), slog.String("to", to))
+		}
 	}
 	s.env.Recipients = append(s.env.Recipients, r)
 	return nil

@@ -62,14 +62,7 @@ func TestZeroAheadFileKeepsWritesAndZeros(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	z.waitIdle()
-	if err := z.Close(); err != nil {
-		t.Fatal(err)
-	}
-	got, err := os.ReadFile(name)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := closeAndRead(t, z, name)
 	if len(got) < written.Len() || !bytes.Equal(got[:written.Len()], written.Bytes()) {
 		for i := range min(len(got), written.Len()) {
 			if got[i] != written.Bytes()[i] {
@@ -150,14 +143,7 @@ func TestZeroAheadFileRecycledStartsPastTheOldContents(t *testing.T) {
 	if _, err := z.Write(newData); err != nil {
 		t.Fatal(err)
 	}
-	z.waitIdle()
-	if err := z.Close(); err != nil {
-		t.Fatal(err)
-	}
-	got, err := os.ReadFile(reused)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := closeAndRead(t, z, reused)
 	want := append(append([]byte(nil), newData...), oldData[len(newData):]...)
 	if len(got) < len(want) || !bytes.Equal(got[:len(want)], want) {
 		t.Fatal("the new records and the rest of the old ones are not what the file starts with")
@@ -302,6 +288,21 @@ func reopenCopy(t *testing.T, dir string, n int, val []byte) {
 		}
 		closer.Close()
 	}
+}
+
+// closeAndRead waits for z's zeroer, closes z and returns the contents of
+// its file, name.
+func closeAndRead(t *testing.T, z *zeroAheadFile, name string) []byte {
+	t.Helper()
+	z.waitIdle()
+	if err := z.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
 }
 
 func copyFile(t *testing.T, from, to string) {

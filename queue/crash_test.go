@@ -123,7 +123,7 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 		return Result{Outcome: sluice.OutcomeDelivered}
 	})
 	serve(t, q, d)
-	d.waitFor(t, "every message delivered", func() bool { return q.Depth() == 0 })
+	d.waitForWithin(t, "every message delivered", time.Minute, func() bool { return q.Depth() == 0 })
 	for _, a := range d.attempts() {
 		mu.Lock()
 		delivered[a.id]++

@@ -90,7 +90,15 @@ func (d *deliverer) attempts() []seenAttempt {
 // test after 10 s.
 func (d *deliverer) waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.After(10 * time.Second)
+	d.waitForWithin(t, what, 10*time.Second, cond)
+}
+
+// waitForWithin is waitFor with a bound of its own, for a wait whose work
+// grows with the test's (under the race detector, delivering every message
+// of the crash test took 4-6 s on a quiet machine).
+func (d *deliverer) waitForWithin(t *testing.T, what string, bound time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.After(bound)
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for !cond() {

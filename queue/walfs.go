@@ -110,7 +110,7 @@ type zeroAheadFile struct {
 	mu      sync.Mutex
 	idle    *sync.Cond // signalled when a chunk's zeroing ends
 	off     int64      // where the writer's next Write goes
-	zeroed  int64      // [0, zeroed) holds the writer's bytes or zeros
+	zeroed  int64      // [0, zeroed) holds the writer's bytes, zeros or a recycled log's old records
 	zeroing bool       // a chunk at zeroed is being written
 	running bool       // the zeroer goroutine is running
 	stopped bool       // Close was called, or zeroing failed: no more zeroing

@@ -44,6 +44,11 @@ type Conn struct {
 	fromReceived bool
 	recipients   []string
 	didAuth      bool
+
+	// dataReadElsewhere is set while another goroutine reads the
+	// connection (LMTP's DATA) and this one writes the replies; reads
+	// then leave the reply buffer alone (sluice patch: see flush).
+	dataReadElsewhere bool
 }
 
 func newConn(c net.Conn, s *Server) *Conn {
@@ -1233,6 +1238,11 @@ func (c *Conn) handleDataLMTP() {
 		}
 		done <- true
 	} else {
+		// The goroutine below reads the data while this one writes each
+		// recipient's status, so the replies are no longer the reader's
+		// to flush: the 354 goes out now, and the statuses as written.
+		c.flush()
+		c.dataReadElsewhere = true
 		go func() {
 			defer func() {
 				if err := recover(); err != nil {
@@ -1263,7 +1273,9 @@ func (c *Conn) handleDataLMTP() {
 
 	// If done gets false, the panic occurred in LMTPData and the connection
 	// should be closed.
-	if !<-done {
+	clean := <-done
+	c.dataReadElsewhere = false
+	if !clean {
 		c.flushClose()
 	}
 }
@@ -1353,8 +1365,10 @@ func (c *Conn) flushClose() {
 type flushingReader struct{ c *Conn }
 
 func (r flushingReader) Read(p []byte) (int, error) {
-	if err := r.c.flush(); err != nil {
-		return 0, err
+	if !r.c.dataReadElsewhere {
+		if err := r.c.flush(); err != nil {
+			return 0, err
+		}
 	}
 	return r.c.conn.Read(p)
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"io"
 	"math/big"
 	"net"
 	"strings"
@@ -262,4 +263,78 @@ func selfSigned(t *testing.T) tls.Certificate {
 		t.Fatal(err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// statusFirstBackend's sessions report every recipient's LMTP status
+// before reading the message, so that the server writes the statuses
+// while another goroutine still reads the data from the connection.
+type statusFirstBackend struct{}
+
+func (statusFirstBackend) NewSession(*smtp.Conn) (smtp.Session, error) {
+	return &statusFirstSession{}, nil
+}
+
+type statusFirstSession struct{ rcpts []string }
+
+func (s *statusFirstSession) Reset()        { s.rcpts = nil }
+func (s *statusFirstSession) Logout() error { return nil }
+func (s *statusFirstSession) Mail(string, *smtp.MailOptions) error {
+	return nil
+}
+func (s *statusFirstSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	s.rcpts = append(s.rcpts, to)
+	return nil
+}
+func (s *statusFirstSession) Data(r io.Reader) error {
+	_, err := io.Copy(io.Discard, r)
+	return err
+}
+func (s *statusFirstSession) LMTPData(r io.Reader, status smtp.StatusCollector) error {
+	for _, rcpt := range s.rcpts {
+		status.SetStatus(rcpt, nil)
+	}
+	_, err := io.Copy(io.Discard, r)
+	return err
+}
+
+// TestLMTPStatusesWhileDataIsRead: in LMTP the data is read by a goroutine
+// of its own while the connection's goroutine writes each recipient's
+// status. The reads must leave the reply buffer to the writer (under the
+// race detector, a read that flushed it was a data race), and the 354 and
+// the statuses must still reach the client.
+func TestLMTPStatusesWhileDataIsRead(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := smtp.NewServer(statusFirstBackend{})
+	s.Domain = "localhost"
+	s.LMTP = true
+	go s.Serve(l)
+	t.Cleanup(func() { s.Close() })
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(c)
+	readReply(t, r)
+	for _, cmd := range []string{"LHLO localhost", "MAIL FROM:<a@example.org>", "RCPT TO:<b@example.com>", "RCPT TO:<c@example.com>"} {
+		send(t, c, cmd+"\r\n")
+		if got := readReply(t, r); got[len(got)-1][0] != '2' {
+			t.Fatalf("%s: %q", cmd, got)
+		}
+	}
+	send(t, c, "DATA\r\n")
+	if got := readReply(t, r); !strings.HasPrefix(got[0], "354 ") {
+		t.Fatalf("DATA: %q, want 354", got)
+	}
+	body := strings.Repeat("a line of the message body\r\n", 4096)
+	send(t, c, "Subject: x\r\n\r\n"+body+".\r\n")
+	for _, rcpt := range []string{"b@example.com", "c@example.com"} {
+		if got := readReply(t, r); !strings.HasPrefix(got[0], "250 ") || !strings.Contains(got[0], rcpt) {
+			t.Errorf("status for %s: %q", rcpt, got)
+		}
+	}
 }

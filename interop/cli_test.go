@@ -6,9 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -45,10 +43,7 @@ pool = "sink"
 	queuedAs := regexp.MustCompile(`queued as ([0-9A-Z]+)`)
 	send := func(to, subject string) string {
 		t.Helper()
-		file := filepath.Join(t.TempDir(), "msg.eml")
-		if err := os.WriteFile(file, []byte("From: a@example.org\nTo: "+to+"\nSubject: "+subject+"\n\nbody\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		file := messageFile(t, "From: a@example.org\nTo: "+to+"\nSubject: "+subject+"\n\nbody\n")
 		ok, out := swaks(ctx, swaksBin, srv.smtpAddr, "a@example.org", to, file)
 		m := queuedAs.FindStringSubmatch(out)
 		if !ok || m == nil {

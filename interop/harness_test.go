@@ -343,6 +343,17 @@ func headerValue(dump, name string) string {
 	return ""
 }
 
+// messageFile writes msg to a file of its own for swaks --data and returns
+// its path.
+func messageFile(t *testing.T, msg string) string {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "msg.eml")
+	if err := os.WriteFile(file, []byte(msg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
 // swaks sends the message in file dataFile through server and reports
 // whether the server acknowledged the end of DATA with 250, with swaks's
 // transcript. extra are more swaks options.

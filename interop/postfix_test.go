@@ -216,11 +216,7 @@ func TestDeliveryIntoPostfix(t *testing.T) {
 	pf := startPostfix(t)
 	srv := startSluice(t, t.TempDir(), "--smarthost", pf.addr)
 
-	file := filepath.Join(t.TempDir(), "msg.eml")
-	msg := "From: <sender@example.org>\nSubject: into postfix\nMessage-ID: <into-postfix@example.org>\n\nhello postfix\n"
-	if err := os.WriteFile(file, []byte(msg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	file := messageFile(t, "From: <sender@example.org>\nSubject: into postfix\nMessage-ID: <into-postfix@example.org>\n\nhello postfix\n")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if ok, out := swaks(ctx, swaksBin, srv.smtpAddr, "sender@example.org", "known@postfix.test,nobody@postfix.test", file); !ok {

@@ -34,10 +34,7 @@ func TestSwaksBodyIntact(t *testing.T) {
 	body.WriteString("last line, then the end\n")
 	msg := "From: Sender <sender@example.org>\nTo: rcpt@example.net\nSubject: body intact\n" +
 		"Message-ID: <body-intact@example.org>\nMIME-Version: 1.0\nContent-Type: text/plain\n\n" + body.String()
-	file := filepath.Join(t.TempDir(), "msg.eml")
-	if err := os.WriteFile(file, []byte(msg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	file := messageFile(t, msg)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for _, server := range []string{srv.smtpAddr, direct.addr} {
@@ -85,11 +82,7 @@ func TestSwaksPipelining(t *testing.T) {
 	swaksBin := tool(t, "swaks")
 	snk := startSink(t)
 	srv := startSluice(t, t.TempDir(), "--smarthost", snk.addr)
-	file := filepath.Join(t.TempDir(), "msg.eml")
-	msg := "From: <a@example.org>\nTo: <b@example.net>\nSubject: pipelined\n\nA pipelined message.\n"
-	if err := os.WriteFile(file, []byte(msg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	file := messageFile(t, "From: <a@example.org>\nTo: <b@example.net>\nSubject: pipelined\n\nA pipelined message.\n")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	acked, transcript := swaks(ctx, swaksBin, srv.smtpAddr, "a@example.org",

@@ -5,7 +5,6 @@ package interop
 import (
 	"context"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -41,11 +40,7 @@ pool = "%POOL%"
 	}
 	srv := startSluiceWith(t, t.TempDir(), pool("broken", down))
 
-	file := filepath.Join(t.TempDir(), "msg.eml")
-	msg := "From: a@example.org\nTo: b@example.net\nSubject: rerouted by SIGHUP\n\nqueued before the reload\n"
-	if err := os.WriteFile(file, []byte(msg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	file := messageFile(t, "From: a@example.org\nTo: b@example.net\nSubject: rerouted by SIGHUP\n\nqueued before the reload\n")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if ok, out := swaks(ctx, swaksBin, srv.smtpAddr, "a@example.org", "b@example.net", file); !ok {

@@ -54,8 +54,7 @@ pool = "sink"
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	for i, to := range []string{"b@later.test", "c@later.test", "d@now.test", "e@gone.test"} {
-		file := filepath.Join(t.TempDir(), "msg.eml")
-		os.WriteFile(file, []byte("From: a@example.org\nTo: "+to+"\nSubject: status "+string(rune('a'+i))+"\n\nbody\n"), 0o600)
+		file := messageFile(t, "From: a@example.org\nTo: "+to+"\nSubject: status "+string(rune('a'+i))+"\n\nbody\n")
 		if ok, out := swaks(ctx, swaksBin, srv.smtpAddr, "a@example.org", to, file); !ok {
 			t.Fatalf("swaks to %s not acknowledged:\n%s", to, out)
 		}

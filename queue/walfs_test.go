@@ -3,7 +3,6 @@ package queue
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -263,15 +262,9 @@ func TestPebbleReplaysAZeroedTail(t *testing.T) {
 // directory, opens the copy and checks that it holds the n keys written.
 func reopenCopy(t *testing.T, dir string, n int, val []byte) {
 	t.Helper()
-	crashed := t.TempDir()
-	entries, err := os.ReadDir(dir)
-	if err != nil {
+	crashed := filepath.Join(t.TempDir(), "db")
+	if err := os.CopyFS(crashed, os.DirFS(dir)); err != nil {
 		t.Fatal(err)
-	}
-	for _, e := range entries {
-		if e.Name() != "LOCK" {
-			copyFile(t, filepath.Join(dir, e.Name()), filepath.Join(crashed, e.Name()))
-		}
 	}
 	db, err := pebble.Open(crashed, &pebble.Options{Logger: quietPebble})
 	if err != nil {
@@ -303,25 +296,6 @@ func closeAndRead(t *testing.T, z *zeroAheadFile, name string) []byte {
 		t.Fatal(err)
 	}
 	return got
-}
-
-func copyFile(t *testing.T, from, to string) {
-	t.Helper()
-	in, err := os.Open(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	out, err := os.Create(to)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		t.Fatal(err)
-	}
-	if err := out.Close(); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // quietPebble keeps pebble's account of its WAL replay out of test output.

@@ -47,7 +47,7 @@ type Conn struct {
 
 	// dataReadElsewhere is set while another goroutine reads the
 	// connection (LMTP's DATA) and this one writes the replies; reads
-	// then leave the reply buffer alone (sluice patch: see flush).
+	// then leave the reply buffer alone (sluice patch: see flushingReader).
 	dataReadElsewhere bool
 }
 

@@ -69,6 +69,55 @@ func newDataReader(c *Conn) *dataReader {
 	return dr
 }
 
+// The states of dataReader's state machine.
+const (
+	stateBeginLine = iota // beginning of line; initial state; must be zero
+	stateDot              // read . at beginning of line
+	stateDotCR            // read .\r at beginning of line
+	stateCR               // read \r (possibly at end of line)
+	stateData             // reading data in middle of line
+	stateEOF              // reached .\r\n end marker line
+)
+
+// scanData (sluice patch) returns how many octets at the start of buf
+// dataReader's state machine, in state, would hand out unchanged, and
+// the state after them. It stops before a dot at the beginning of a
+// line, and takes the octets between CRs in one step.
+func scanData(buf []byte, state int) (int, int) {
+	i := 0
+	for i < len(buf) {
+		switch state {
+		case stateBeginLine:
+			switch buf[i] {
+			case '.':
+				return i, state
+			case '\r':
+				state = stateCR
+			default:
+				state = stateData
+			}
+			i++
+		case stateCR:
+			if buf[i] == '\n' {
+				state = stateBeginLine
+			} else {
+				state = stateData
+			}
+			i++
+		case stateData:
+			j := bytes.IndexByte(buf[i:], '\r')
+			if j < 0 {
+				return len(buf), state
+			}
+			i += j + 1
+			state = stateCR
+		default:
+			return i, state
+		}
+	}
+	return i, state
+}
+
 func (r *dataReader) Read(b []byte) (n int, err error) {
 	if r.limited {
 		if r.n <= 0 {
@@ -84,31 +133,21 @@ func (r *dataReader) Read(b []byte) (n int, err error) {
 
 	// Run data through a simple state machine to
 	// elide leading dots and detect End-of-Data (<CR><LF>.<CR><LF>) line.
-	const (
-		stateBeginLine = iota // beginning of line; initial state; must be zero
-		stateDot              // read . at beginning of line
-		stateDotCR            // read .\r at beginning of line
-		stateCR               // read \r (possibly at end of line)
-		stateData             // reading data in middle of line
-		stateEOF              // reached .\r\n end marker line
-	)
 	for n < len(b) && r.state != stateEOF {
-		if r.state == stateData {
-			// sluice patch: in the middle of a line, copy what is
-			// buffered up to the next CR in one step instead of a
-			// byte per ReadByte call. Only buffered bytes are taken
-			// (Buffered and Peek do not read), so the reads of the
-			// connection are the same as byte by byte.
-			if k := r.r.Buffered(); k > 0 {
-				buf, _ := r.r.Peek(min(k, len(b)-n))
-				if i := bytes.IndexByte(buf, '\r'); i >= 0 {
-					buf = buf[:i]
-				}
-				if len(buf) > 0 {
-					n += copy(b[n:], buf)
-					r.r.Discard(len(buf))
-					continue
-				}
+		// sluice patch: copy what is buffered in one step, as far as the
+		// state machine below would copy it byte by byte: up to a dot
+		// at the beginning of a line (dropped, or the end of data),
+		// which still goes through the state machine. Only buffered
+		// bytes are taken (Buffered and Peek do not read), so the reads
+		// of the connection are the same as byte by byte.
+		if k := r.r.Buffered(); k > 0 && r.state != stateDot && r.state != stateDotCR {
+			buf, _ := r.r.Peek(min(k, len(b)-n))
+			m, state := scanData(buf, r.state)
+			if m > 0 {
+				n += copy(b[n:], buf[:m])
+				r.r.Discard(m)
+				r.state = state
+				continue
 			}
 		}
 		var c byte

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"io"
+	"strings"
 	"testing"
 )
 
@@ -172,4 +173,19 @@ func FuzzPatchedLineLimitReader(f *testing.F) {
 			}
 		}
 	})
+}
+
+// BenchmarkDataReader reads a 100 KiB message of 78-octet lines, as
+// Postfix's smtp-source sends, through the patched reader.
+func BenchmarkDataReader(b *testing.B) {
+	line := strings.Repeat("x", 76) + "\r\n"
+	msg := []byte(strings.Repeat(line, 100*1024/len(line)) + ".\r\n")
+	buf := make([]byte, 32*1024)
+	b.SetBytes(int64(len(msg)))
+	for i := 0; i < b.N; i++ {
+		r := &dataReader{r: bufio.NewReader(bytes.NewReader(msg))}
+		if _, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{r}, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

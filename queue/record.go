@@ -49,6 +49,15 @@ func appendRecord(dst, key []byte, kind byte, payload []byte) []byte {
 	return dst
 }
 
+// sealInPlace makes v, whose payload is already in place after
+// recordHeaderLen bytes, the record of that payload stored under key, and
+// returns it.
+func sealInPlace(v, key []byte, kind byte) []byte {
+	v[0] = kind
+	binary.BigEndian.PutUint32(v[1:], recordSum(key, v))
+	return v
+}
+
 func recordSum(key, v []byte) uint32 {
 	sum := crc32.Update(0, castagnoli, key)
 	sum = crc32.Update(sum, castagnoli, v[:1])

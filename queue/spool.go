@@ -92,9 +92,9 @@ func (s *spool) dropPartials() error {
 	return b.Commit()
 }
 
-// chunkBufs hold a chunk read from the body and, after it, the record
-// sealing it (writeMessage); or a chunk's record read back (bodyReader).
-var chunkBufs = sync.Pool{New: func() any { b := make([]byte, 2*chunkSize+recordHeaderLen); return &b }}
+// chunkBufs hold a chunk's record: one being read from the body and
+// sealed (writeMessage), or one read back (bodyReader).
+var chunkBufs = sync.Pool{New: func() any { b := make([]byte, recordHeaderLen+chunkSize); return &b }}
 
 // writeMessage stores a new message: its body in chunks read from body,
 // then, in one last batch, its envelope, state and index entries. It
@@ -108,7 +108,9 @@ func (s *spool) writeMessage(id string, env *sluice.Envelope, st *msgState, doma
 	defer chunkBufs.Put(buf)
 	b := s.store.NewBatch()
 	se := &storedEnvelope{Env: env}
-	rec := (*buf)[chunkSize:] // after the chunk: the sealed record
+	// Each chunk is read into its record, after the header, and sealed
+	// where it is.
+	rec := (*buf)[:recordHeaderLen+chunkSize]
 	partial := false
 	fail := func(err error) (*storedEnvelope, error) {
 		b.Discard()
@@ -118,12 +120,11 @@ func (s *spool) writeMessage(id string, env *sluice.Envelope, st *msgState, doma
 		return nil, fmt.Errorf("queue: write %s: %w", id, err)
 	}
 	for {
-		n, err := io.ReadFull(body, (*buf)[:chunkSize])
+		n, err := io.ReadFull(body, rec[recordHeaderLen:])
 		if n > 0 {
-			chunk := (*buf)[:n]
+			chunk := rec[recordHeaderLen : recordHeaderLen+n]
 			k := chunkKey(id, se.Chunks)
-			rec = appendRecord(rec[:0], k, kindChunk, chunk)
-			b.Set(k, rec) // Set copies: rec is reused for the next chunk
+			b.Set(k, sealInPlace(rec[:recordHeaderLen+n], k, kindChunk)) // Set copies: rec is reused for the next chunk
 			se.BodyCRC = crc32.Update(se.BodyCRC, castagnoli, chunk)
 			se.Size += int64(n)
 			se.Chunks++

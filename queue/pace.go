@@ -9,7 +9,7 @@ import (
 // queue delivers it, as Postfix's in_flow_delay does. Without it a burst
 // that outruns delivery becomes a backlog, and a backlog costs more per
 // message than mail that passes straight through: the store flushes its
-// memtable (64 MiB) to an sstable with every body still waiting in it,
+// memtable (48 MiB) to an sstable with every body still waiting in it,
 // reads those bodies back from the sstable (decompressing them) when
 // their turn comes, and compacts their deletions away later. In the relay
 // benchmark with 100 KiB messages that was nearly a quarter of sluice's

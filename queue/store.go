@@ -69,7 +69,11 @@ func openPebble(dir string, log *slog.Logger) (*pebbleStore, error) {
 	opts := &pebble.Options{
 		// A spool is written once and deleted soon: a large memtable lets
 		// most messages die before they are ever flushed to an sstable.
-		MemTableSize:                64 << 20,
+		// While one is flushed the next fills, so two are resident at
+		// the peak: 48 MiB keeps a relay's RSS near 130 MiB however long
+		// it runs (64 MiB: near 170), and costs no throughput measured
+		// (docs/BENCHMARKS.md, fix 23); 32 MiB made flushes dearer.
+		MemTableSize:                48 << 20,
 		MemTableStopWritesThreshold: 4,
 		FormatMajorVersion:          pebble.FormatNewest,
 		Logger:                      pebbleLogger{log.With("component", "pebble")},

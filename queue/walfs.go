@@ -18,8 +18,8 @@ import (
 // Pebble overwrites only when it reuses a recycled log file, and only up
 // to that file's old size. A spool just opened has no logs to recycle and
 // its first memtables are small, so after every start sluice paid the
-// dearer fsync for about its first 100 MiB of mail (with the 64 MiB
-// memtable): for a quiet relay, days. walFS closes the gap. Every log
+// dearer fsync for about its first 100 MiB of mail (the memtables
+// double from 256 KiB to their full size): for a quiet relay, days. walFS closes the gap. Every log
 // file, new or recycled (from its old size on), is written full of zeros a
 // few MiB ahead of the log writer, in the background, so that the log's own
 // writes overwrite and its fsyncs commit only data.

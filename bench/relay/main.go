@@ -811,43 +811,48 @@ level = "info"
 	return nil, errors.New("sluice did not log \"listening\" within 20s")
 }
 
-// metric reads one unlabelled sample of sluice's /metrics.
-func (sl *sluiceProc) metric(name string) (float64, error) {
+// metrics reads unlabelled samples of sluice's /metrics, in the order
+// of names, from one fetch of the page.
+func (sl *sluiceProc) metrics(names ...string) ([]float64, error) {
 	resp, err := http.Get("http://" + sl.httpAddr + "/metrics")
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindSubmatch(b)
-	if m == nil {
-		return 0, fmt.Errorf("no %s in /metrics", name)
+	page := "\n" + string(b) // every sample line starts after a newline
+	vals := make([]float64, len(names))
+	for i, name := range names {
+		_, rest, ok := strings.Cut(page, "\n"+name+" ")
+		if !ok {
+			return nil, fmt.Errorf("no %s in /metrics", name)
+		}
+		v, _, _ := strings.Cut(rest, "\n")
+		if vals[i], err = strconv.ParseFloat(v, 64); err != nil {
+			return nil, fmt.Errorf("%s in /metrics: %w", name, err)
+		}
 	}
-	return strconv.ParseFloat(string(m[1]), 64)
+	return vals, nil
 }
 
 // enqueued reads sluice_queue_enqueued_total from /metrics.
 func (sl *sluiceProc) enqueued() (int, error) {
-	f, err := sl.metric("sluice_queue_enqueued_total")
-	return int(f), err
+	v, err := sl.metrics("sluice_queue_enqueued_total")
+	if err != nil {
+		return 0, err
+	}
+	return int(v[0]), nil
 }
 
 // fsyncs reads the mean duration of sluice's WAL fsyncs (µs) and the mean
 // number of messages each made durable; zeros if /metrics lacks them.
 func (sl *sluiceProc) fsyncs() (us, msgs float64) {
-	var v [4]float64
-	for i, name := range []string{"sluice_queue_fsync_duration_seconds_sum", "sluice_queue_fsync_duration_seconds_count",
-		"sluice_queue_fsync_batch_size_sum", "sluice_queue_fsync_batch_size_count"} {
-		f, err := sl.metric(name)
-		if err != nil {
-			return 0, 0
-		}
-		v[i] = f
-	}
-	if v[1] == 0 || v[3] == 0 {
+	v, err := sl.metrics("sluice_queue_fsync_duration_seconds_sum", "sluice_queue_fsync_duration_seconds_count",
+		"sluice_queue_fsync_batch_size_sum", "sluice_queue_fsync_batch_size_count")
+	if err != nil || v[1] == 0 || v[3] == 0 {
 		return 0, 0
 	}
 	return v[0] / v[1] * 1e6, v[2] / v[3]

@@ -43,9 +43,9 @@ func sealRecord(key []byte, kind byte, payload []byte) []byte {
 // a caller can reuse one buffer for many records.
 func appendRecord(dst, key []byte, kind byte, payload []byte) []byte {
 	n := len(dst)
-	dst = append(dst, kind, 0, 0, 0, 0)
+	dst = append(dst, make([]byte, recordHeaderLen)...)
 	dst = append(dst, payload...)
-	binary.BigEndian.PutUint32(dst[n+1:], recordSum(key, dst[n:]))
+	sealInPlace(dst[n:], key, kind)
 	return dst
 }
 

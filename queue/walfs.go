@@ -18,11 +18,12 @@ import (
 // Pebble overwrites only when it reuses a recycled log file, and only up
 // to that file's old size. A spool just opened has no logs to recycle and
 // its first memtables are small, so after every start sluice paid the
-// dearer fsync for about its first 100 MiB of mail (the memtables
-// double from 256 KiB to their full size): for a quiet relay, days. walFS closes the gap. Every log
-// file, new or recycled (from its old size on), is written full of zeros a
-// few MiB ahead of the log writer, in the background, so that the log's own
-// writes overwrite and its fsyncs commit only data.
+// dearer fsync for about its first 100 MiB of mail (the memtables double
+// from 256 KiB to their full size): for a quiet relay, days. walFS closes
+// the gap. Every log file, new or recycled (from its old size on), is
+// written full of zeros a few MiB ahead of the log writer, in the
+// background, so that the log's own writes overwrite and its fsyncs commit
+// only data.
 //
 // Zeros past the end of the log are what pebble already expects from a
 // preallocated file: its log reader takes a zeroed chunk with no valid
@@ -160,18 +161,20 @@ func (z *zeroAheadFile) kickLocked() {
 
 // SyncData counts the log's syncs (see kickLocked) and syncs it.
 func (z *zeroAheadFile) SyncData() error {
-	z.mu.Lock()
-	z.syncs++
-	z.mu.Unlock()
+	z.countSync()
 	return z.File.SyncData()
 }
 
 // Sync is SyncData's twin, for a caller that syncs metadata too.
 func (z *zeroAheadFile) Sync() error {
+	z.countSync()
+	return z.File.Sync()
+}
+
+func (z *zeroAheadFile) countSync() {
 	z.mu.Lock()
 	z.syncs++
 	z.mu.Unlock()
-	return z.File.Sync()
 }
 
 func (z *zeroAheadFile) Write(p []byte) (int, error) {

@@ -78,6 +78,8 @@ var (
 	inFlowFlag     = flag.String("in-flow-delay", "1s", "Postfix's in_flow_delay and sluice's smtp.limits.in_flow_delay (both default to 1s); Postfix's is 0s in accept-only runs, where its queue manager never frees a token")
 	timeoutFlag    = flag.Duration("timeout", 10*time.Minute, "longest run")
 	keepFlag       = flag.Bool("keep", false, "keep each run's directory (spools, logs, configurations)")
+	postfixSched   = flag.String("postfix-sched", "normal", "Linux scheduling policy for Postfix's processes: normal (as installed) or batch (started under chrt --batch 0, to compare with sluice, which runs its threads as SCHED_BATCH unless process.cpu_scheduling says otherwise)")
+	sluiceSched    = flag.String("sluice-sched", "", "sluice's process.cpu_scheduling: batch or inherit (default: not set, so sluice's default, batch)")
 	clientFlag     = flag.String("client", "smtp-source", "the load: smtp-source, go (this driver's own SMTP client, which also reports the p50 and p99 acceptance latency: MAIL to the reply to the final dot), or go-pipelining (the same client sending MAIL, RCPT and DATA in one group, as an MTA does to a server that offers PIPELINING)")
 )
 
@@ -87,6 +89,9 @@ func main() {
 	flag.Parse()
 	if *clientFlag != "smtp-source" && *clientFlag != "go" && *clientFlag != "go-pipelining" {
 		log.Fatalf("-client %q: want smtp-source, go or go-pipelining", *clientFlag)
+	}
+	if *postfixSched != "normal" && *postfixSched != "batch" {
+		log.Fatalf("-postfix-sched %q: want normal or batch", *postfixSched)
 	}
 	b, err := newBench()
 	if err != nil {
@@ -702,7 +707,12 @@ postlog   unix-dgram n - n - 1 postlogd
 		}
 	}
 	pf := &postfixProc{bin: bin, dir: dir}
-	if out, err := exec.Command(bin, "-c", etc, "start").CombinedOutput(); err != nil {
+	start := exec.Command(bin, "-c", etc, "start")
+	if *postfixSched == "batch" {
+		// The master and every process it starts inherit the policy.
+		start = exec.Command("chrt", "--batch", "0", bin, "-c", etc, "start")
+	}
+	if out, err := start.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("postfix start: %v\n%s", err, out)
 	}
 	deadline := time.Now().Add(20 * time.Second)
@@ -767,6 +777,9 @@ pprof = %v
 [log]
 level = "info"
 `, *inFlowFlag, *workersFlag, next, map[bool]string{true: "greeting_timeout = \"1h\"\n", false: ""}[accept], *concFlag, *concFlag, withPprof)
+	if *sluiceSched != "" {
+		conf += fmt.Sprintf("\n[process]\ncpu_scheduling = %q\n", *sluiceSched)
+	}
 	cfg := filepath.Join(dir, "sluice.toml")
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		return nil, err

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -33,6 +34,7 @@ type fileConfig struct {
 	HTTP     httpConfig     `toml:"http"`
 	Alerts   alertsConfig   `toml:"alerts"`
 	Log      logConfig      `toml:"log"`
+	Process  processConfig  `toml:"process"`
 	Filters  []filterConfig `toml:"filter"`
 }
 
@@ -160,6 +162,11 @@ type logConfig struct {
 	DeliveryFile *string `toml:"delivery_file"`
 }
 
+// processConfig is [process]: how the operating system runs the process.
+type processConfig struct {
+	CPUScheduling string `toml:"cpu_scheduling"`
+}
+
 // settings is the checked configuration, from the file and the flags.
 // Zero values mean "library default" except where the binary has its own
 // setting (addresses, spool, logging), whose defaults are in serveFlags.
@@ -224,6 +231,8 @@ type settings struct {
 	logFormat    string
 	deliveryFile *string // the delivery log; nil: in the spool, "": none
 	pprof        bool    // serve /debug/pprof/ on the HTTP listener
+
+	cpuScheduling string // "batch" or "inherit"; "": not set (batch)
 
 	configFile string           // the file read, for reloads; "" if none
 	reload     <-chan os.Signal // SIGHUP: reload the routes and rules; nil in tests of parseConfig
@@ -481,6 +490,8 @@ func (v *validator) settings(fc *fileConfig) *settings {
 		pprof:        fc.HTTP.Pprof,
 		lameDuck:     v.duration("http.lame_duck", fc.HTTP.LameDuck),
 		alerts:       v.alerts(&fc.Alerts),
+
+		cpuScheduling: v.oneOf("process.cpu_scheduling", fc.Process.CPUScheduling, "batch", "inherit"),
 	}
 	if fc.HTTP.TokenFile != "" {
 		if s.adminToken = v.secret("http.token_file", fc.HTTP.TokenFile); s.adminToken == "" && len(v.errs) == 0 {
@@ -616,6 +627,15 @@ func (v *validator) domain(key, s string) string {
 		return ""
 	}
 	return s
+}
+
+// oneOf checks an optional word against the allowed ones; "" is not set.
+func (v *validator) oneOf(key, s string, allowed ...string) string {
+	if s == "" || slices.Contains(allowed, s) {
+		return s
+	}
+	v.fail(key, "bad value %q (want %s)", s, strings.Join(allowed, " or "))
+	return ""
 }
 
 func (v *validator) logFormat(key, s string) string {

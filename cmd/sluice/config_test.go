@@ -142,6 +142,11 @@ func TestParseConfigErrors(t *testing.T) {
 			want: `sluice.toml:2: log.format: bad format "xml" (want json or text)`,
 		},
 		{
+			name: "bad CPU scheduling",
+			toml: "[process]\ncpu_scheduling = \"fifo\"\n",
+			want: `sluice.toml:2: process.cpu_scheduling: bad value "fifo" (want batch or inherit)`,
+		},
+		{
 			name: "DNSBL zone weight",
 			toml: "[smtp.dnsbl]\nresolver = \"127.0.0.1:53\"\nzones = [\"bl.example=0\"]\n",
 			want: `sluice.toml:3: smtp.dnsbl.zones: bad weight in "bl.example=0" (want zone=N, N at least 1)`,
@@ -235,6 +240,9 @@ listen = "127.0.0.1:9025"
 [log]
 level = "debug"
 format = "text"
+
+[process]
+cpu_scheduling = "inherit"
 `
 	got, err := parseConfig("sluice.toml", []byte(doc))
 	if err != nil {
@@ -262,6 +270,7 @@ format = "text"
 		httpListen:     "127.0.0.1:9025",
 		logLevel:       -4,
 		logFormat:      "text",
+		cpuScheduling:  "inherit",
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("parseConfig:\n got %+v\nwant %+v", got, want)

@@ -27,6 +27,7 @@ import (
 	"github.com/sluicemta/sluice/filter"
 	"github.com/sluicemta/sluice/health"
 	"github.com/sluicemta/sluice/internal/logbuf"
+	"github.com/sluicemta/sluice/internal/sched"
 	"github.com/sluicemta/sluice/maillog"
 	"github.com/sluicemta/sluice/queue"
 	"github.com/sluicemta/sluice/smtp"
@@ -88,6 +89,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	lw := logbuf.New(stderr, logDelay, 64<<10, nil) // a failed write has nowhere to be told
 	defer lw.Close()
 	log := slog.New(lw.Handler(newHandler(lw, s), slog.LevelWarn))
+	setScheduling(s.cpuScheduling, log)
 	// SIGHUP reloads the routes table from the configuration file.
 	reload := make(chan os.Signal, 1)
 	signal.Notify(reload, syscall.SIGHUP)
@@ -98,6 +100,24 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 		return exitFailure
 	}
 	return exitOK
+}
+
+// setScheduling moves the process's threads to SCHED_BATCH unless
+// process.cpu_scheduling is "inherit" (see internal/sched for why). A
+// failure is logged and the process runs on under the policy it was
+// started with; off Linux the default says nothing.
+func setScheduling(policy string, log *slog.Logger) {
+	if policy == "inherit" {
+		return
+	}
+	n, err := sched.SetBatch()
+	switch {
+	case errors.Is(err, sched.ErrUnsupported) && policy == "":
+	case err != nil:
+		log.Warn("cannot run under SCHED_BATCH; running under the policy the process was started with", "err", err)
+	default:
+		log.Debug("threads moved to SCHED_BATCH", "threads", n)
+	}
 }
 
 // serveSettings reads the configuration file, if any, and applies the

@@ -8,7 +8,7 @@
 // those wake-ups otherwise interrupts whoever was running, often the
 // peer that has just written to it, in the middle of its system call.
 // In the relay benchmark that was about 30% of sluice's context switches
-// and 15% of its CPU (docs/BENCHMARKS.md, fix 24). The cost is latency
+// and a tenth of its CPU per message (docs/BENCHMARKS.md, fix 24). The cost is latency
 // on a saturated machine: a woken thread waits up to a scheduler slice
 // (a few milliseconds) instead of running at once. On an idle CPU it
 // runs at once either way.

@@ -8,10 +8,10 @@
 // those wake-ups otherwise interrupts whoever was running, often the
 // peer that has just written to it, in the middle of its system call.
 // In the relay benchmark that was about 30% of sluice's context switches
-// and a tenth of its CPU per message (docs/BENCHMARKS.md, fix 24). The cost is latency
-// on a saturated machine: a woken thread waits up to a scheduler slice
-// (a few milliseconds) instead of running at once. On an idle CPU it
-// runs at once either way.
+// and a tenth of its CPU per message (docs/BENCHMARKS.md, fix 24). The
+// cost is latency on a saturated machine: a woken thread waits up to a
+// scheduler slice (a few milliseconds) instead of running at once. On an
+// idle CPU it runs at once either way.
 package sched
 
 import "errors"
@@ -32,6 +32,7 @@ const (
 	Other
 )
 
+// String returns "normal", "batch" or "other".
 func (p Policy) String() string {
 	switch p {
 	case Normal:

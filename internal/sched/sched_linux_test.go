@@ -9,9 +9,12 @@ import (
 
 const schedIdle = 5
 
-// lockedThread runs a goroutine locked to its own thread until the test
-// ends (the thread then exits with it), and returns the thread's id after
-// applying set to it.
+// lockedThread runs a goroutine locked to a thread until the test ends
+// (the thread then exits with it), and returns the thread's id after
+// applying set to it. The thread is the one the goroutine started on,
+// which may have existed before; no other goroutine runs on it while it
+// is locked, and threads the runtime starts from a locked thread come
+// from its template thread, so they do not inherit set's policy.
 func lockedThread(t *testing.T, set func(tid int) error) int {
 	t.Helper()
 	tid := make(chan int)

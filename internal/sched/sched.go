@@ -5,7 +5,7 @@
 // running on its CPU: it waits for that thread to block or for the
 // scheduler's tick. An MTA is woken all the time (a client's command, a
 // next hop's reply, the end of an fsync), and on a busy machine each of
-// those wake-ups otherwise interrupts whoever was running, often the
+// those wake-ups otherwise interrupts whoever was running, such as the
 // peer that has just written to it, in the middle of its system call.
 // In the relay benchmark that was about 30% of sluice's context switches
 // and a tenth of its CPU per message (docs/BENCHMARKS.md, fix 24). The

@@ -30,7 +30,7 @@ func SetBatch() (int, error) {
 	moved := 0
 	seen := make(map[int]bool)
 	for range maxPasses {
-		tids, err := threads()
+		tids, err := threads("self")
 		if err != nil {
 			return moved, err
 		}
@@ -79,10 +79,10 @@ func policyOf(tid int) (int, error) {
 	return int(r) &^ schedResetOnFork, nil
 }
 
-// Threads reports the policy of every thread of the process, by thread
-// id.
-func Threads() (map[int]Policy, error) {
-	tids, err := threads()
+// Threads reports the policy of every thread of process pid, by thread
+// id; threads that exit meanwhile are left out.
+func Threads(pid int) (map[int]Policy, error) {
+	tids, err := threads(strconv.Itoa(pid))
 	if err != nil {
 		return nil, err
 	}
@@ -107,16 +107,17 @@ func Threads() (map[int]Policy, error) {
 	return out, nil
 }
 
-// threads lists the thread ids of the process.
-func threads() ([]int, error) {
-	f, err := os.Open("/proc/self/task")
+// threads lists the thread ids of process pid ("self" for this one).
+func threads(pid string) ([]int, error) {
+	dir := "/proc/" + pid + "/task"
+	f, err := os.Open(dir)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
 	names, err := f.Readdirnames(-1)
 	if err != nil {
-		return nil, fmt.Errorf("reading /proc/self/task: %w", err)
+		return nil, fmt.Errorf("reading %s: %w", dir, err)
 	}
 	tids := make([]int, 0, len(names))
 	for _, n := range names {

@@ -2,6 +2,7 @@ package sched
 
 import (
 	"errors"
+	"os"
 	"runtime"
 	"syscall"
 	"testing"
@@ -44,7 +45,7 @@ func lockedThread(t *testing.T, set func(tid int) error) int {
 }
 
 func TestSetBatch(t *testing.T) {
-	before, err := Threads()
+	before, err := Threads(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +71,7 @@ func TestSetBatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	after, err := Threads()
+	after, err := Threads(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,4 +6,4 @@ package sched
 func SetBatch() (int, error) { return 0, ErrUnsupported }
 
 // Threads returns ErrUnsupported: SCHED_BATCH is Linux's.
-func Threads() (map[int]Policy, error) { return nil, ErrUnsupported }
+func Threads(pid int) (map[int]Policy, error) { return nil, ErrUnsupported }

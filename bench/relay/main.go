@@ -93,6 +93,9 @@ func main() {
 	if *postfixSched != "normal" && *postfixSched != "batch" {
 		log.Fatalf("-postfix-sched %q: want normal or batch", *postfixSched)
 	}
+	if *sluiceSched != "" && *sluiceSched != "batch" && *sluiceSched != "inherit" {
+		log.Fatalf("-sluice-sched %q: want batch or inherit", *sluiceSched)
+	}
 	b, err := newBench()
 	if err != nil {
 		log.Fatal(err)

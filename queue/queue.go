@@ -208,7 +208,8 @@ func (q *Queue) repairIndex(k []byte) int {
 		return 0
 	}
 	domains := recipientDomains(se.Env)
-	if err := q.spool.setState(b, id, st, domains); err != nil || b.Commit() != nil {
+	q.spool.setState(b, id, st, domains)
+	if err := b.Commit(); err != nil {
 		q.log.Error("corrupt due index entry not repaired", "queue_id", id, "err", err)
 		return 0
 	}

@@ -101,11 +101,11 @@ func (se *storedEnvelope) bodyChunks() int {
 const chunkSize = 64 << 10
 
 func encodeEnvelope(key []byte, se *storedEnvelope) ([]byte, error) {
-	js, err := json.Marshal(se)
+	v, err := appendEnvelopeJSON(make([]byte, recordHeaderLen, 512), se)
 	if err != nil {
 		return nil, fmt.Errorf("queue: encode envelope: %w", err)
 	}
-	return sealRecord(key, kindEnvelope, js), nil
+	return sealInPlace(v, key, kindEnvelope), nil
 }
 
 func decodeEnvelope(key, v []byte) (*storedEnvelope, error) {
@@ -181,12 +181,8 @@ func initialState(n int, next int64) *msgState {
 	return s
 }
 
-func encodeState(key []byte, s *msgState) ([]byte, error) {
-	js, err := json.Marshal(s)
-	if err != nil {
-		return nil, fmt.Errorf("queue: encode state: %w", err)
-	}
-	return sealRecord(key, kindState, js), nil
+func encodeState(key []byte, s *msgState) []byte {
+	return sealInPlace(appendStateJSON(make([]byte, recordHeaderLen, 128), s), key, kindState)
 }
 
 // decodeState verifies and decodes the state record of a message with n

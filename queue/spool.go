@@ -153,9 +153,7 @@ func (s *spool) writeMessage(id string, env *sluice.Envelope, st *msgState, doma
 		return fail(err)
 	}
 	b.Set(ek, ev)
-	if err := s.setState(b, id, st, domains); err != nil {
-		return fail(err)
-	}
+	s.setState(b, id, st, domains)
 	for _, d := range domains {
 		b.Set(domainKey(d, id), nil)
 	}
@@ -174,16 +172,18 @@ func (s *spool) writeMessage(id string, env *sluice.Envelope, st *msgState, doma
 // setState adds to b the state record of id and its due index entry. The
 // index value carries the message's recipient domains, so a scan of the
 // index alone can count the queue by domain.
-func (s *spool) setState(b Batch, id string, st *msgState, domains []string) error {
+func (s *spool) setState(b Batch, id string, st *msgState, domains []string) {
 	sk := stateKey(id)
-	sv, err := encodeState(sk, st)
-	if err != nil {
-		return err
-	}
-	b.Set(sk, sv)
+	b.Set(sk, encodeState(sk, st))
 	dk := stateDueKey(id, st)
-	b.Set(dk, sealRecord(dk, kindIndex, []byte(strings.Join(domains, "\x00"))))
-	return nil
+	v := make([]byte, recordHeaderLen, 64)
+	for i, d := range domains {
+		if i > 0 {
+			v = append(v, 0)
+		}
+		v = append(v, d...)
+	}
+	b.Set(dk, sealInPlace(v, dk, kindIndex))
 }
 
 // decodeIndex verifies a due index record and returns the domains it holds.
@@ -205,10 +205,7 @@ func (s *spool) putState(id string, oldDue []byte, st *msgState, domains []strin
 	if oldDue != nil {
 		b.Delete(oldDue)
 	}
-	if err := s.setState(b, id, st, domains); err != nil {
-		b.Discard()
-		return err
-	}
+	s.setState(b, id, st, domains)
 	if err := b.Commit(); err != nil {
 		return err
 	}

@@ -95,6 +95,7 @@ type entry struct {
 	lane    lane
 	cancel  context.CancelFunc
 	ops     pendingOps // asked for while in flight; applied when the attempt ends
+	first   []byte     // the sealed first body chunk handed off by Enqueue, or nil
 }
 
 // pendingOps are operations on a message in flight, applied after its
@@ -265,10 +266,10 @@ func (q *Queue) enqueue(ctx context.Context, env *sluice.Envelope, body io.Reade
 	q.count.addDomains(domains, 1)
 	q.mu.Unlock()
 	gen := q.opsGen.Load() // before the message exists: no operation can have touched it yet
-	se, err := q.spool.writeMessage(env.ID, env, st, domains, body)
+	se, first, err := q.spool.writeMessage(env.ID, env, st, domains, body)
 	if err == nil {
 		due := stateDueKey(env.ID, st)
-		q.noteEnqueued(st.lane(), candidate{key: due, id: env.ID, t: st.Next, se: se, st: st, gen: gen})
+		q.noteEnqueued(st.lane(), candidate{key: due, id: env.ID, t: st.Next, se: se, st: st, gen: gen, first: first})
 		err = q.spool.gsync.wait()
 	}
 	if err != nil {

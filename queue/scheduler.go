@@ -150,6 +150,9 @@ type candidate struct {
 	// ran since gen (Queue.opsGen) was read; nil: start reads it.
 	st  *msgState
 	gen uint64
+	// first is the sealed first body chunk of a small message, handed
+	// off by Enqueue (see handOffMax), or nil.
+	first []byte
 }
 
 // scanLane starts up to limit attempts from lane l, in due order, and
@@ -333,7 +336,7 @@ func (q *Queue) start(d Deliverer, l lane, c candidate) bool {
 		return false // moved by an operation since the scan
 	}
 	ctx, cancel := context.WithTimeout(q.baseCtx, q.cfg.attemptTime)
-	e := &entry{id: id, se: se, st: st, due: k, domains: recipientDomains(se.Env), lane: l, cancel: cancel}
+	e := &entry{id: id, se: se, st: st, due: k, domains: recipientDomains(se.Env), lane: l, cancel: cancel, first: c.first}
 	q.inflight[id] = e
 	q.count.lanes[l]--
 	q.count.inflight[l]++
@@ -407,7 +410,7 @@ func (q *Queue) attempt(ctx context.Context, d Deliverer, e *entry) {
 	var corrupt atomic.Pointer[error]
 	msg := &Message{Envelope: env, Attempt: st.Attempts + 1, Size: e.se.Size}
 	msg.open = func() (io.ReadCloser, error) {
-		return newBodyReader(q.spool.store, e.id, e.se, func(err error) { corrupt.Store(&err) }), nil
+		return newBodyReader(q.spool.store, e.id, e.se, e.first, func(err error) { corrupt.Store(&err) }), nil
 	}
 	q.metrics.attempts.WithLabelValues(e.lane.String()).Inc()
 	var results []Result

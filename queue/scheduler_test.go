@@ -3,13 +3,17 @@ package queue
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"hash/crc32"
+	"io"
 	"log/slog"
 	"math"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -286,5 +290,72 @@ func TestStaleHintIsNotStarted(t *testing.T) {
 	q.Close() // waits for any attempt started
 	if n := len(d.attempts()); n != 2 {
 		t.Errorf("%d attempts, want 2: a stale hint was attempted again", n)
+	}
+}
+
+// chunkReadCounter is a Store that counts the reads of body chunks.
+type chunkReadCounter struct {
+	Store
+	reads atomic.Int64
+}
+
+func (s *chunkReadCounter) Get(k []byte) ([]byte, error) {
+	if len(k) > 0 && k[0] == pfxBody {
+		s.reads.Add(1)
+	}
+	return s.Store.Get(k)
+}
+
+// TestSmallBodyIsHandedOffToFirstAttempt: a body of at most handOffMax
+// bytes reaches the first attempt from Enqueue, not read back from the
+// store, intact and as often as the deliverer opens it; a larger one is
+// read from the store.
+func TestSmallBodyIsHandedOffToFirstAttempt(t *testing.T) {
+	dir := t.TempDir()
+	st, err := openPebble(filepath.Join(dir, "db"), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := &chunkReadCounter{Store: st}
+	q := newTestQueue(t, dir, WithStore(rc))
+	d := newDeliverer(accept)
+	serve(t, q, d)
+	waitForFloor(t, q, laneFresh, math.MaxInt64) // so that Enqueue's hint is taken
+
+	for _, c := range []struct {
+		size  int
+		reads int64
+	}{{100, 0}, {handOffMax, 0}, {handOffMax + 1, 1}, {3*chunkSize + 5, 4}} {
+		body := bytes.Repeat([]byte("x"), c.size)
+		before := rc.reads.Load()
+		id, err := q.Enqueue(context.Background(), testEnvelope("r@example.com"), bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.waitFor(t, "the delivery", func() bool { return q.Depth() == 0 })
+		a := d.attempts()
+		if last := a[len(a)-1]; last.id != id || last.err != nil || !bytes.Equal(last.body, body) {
+			t.Fatalf("%d bytes: attempt of %s: err %v, %d bytes", c.size, last.id, last.err, len(last.body))
+		}
+		if got := rc.reads.Load() - before; got != c.reads {
+			t.Errorf("%d-byte body: %d chunk reads from the store, want %d", c.size, got, c.reads)
+		}
+	}
+}
+
+// TestDamagedHandOffIsCorrupt: a handed-off chunk is verified like one
+// read from the store.
+func TestDamagedHandOffIsCorrupt(t *testing.T) {
+	id := "06H0BU7564U5DJ4D7S3G"
+	k := chunkKey(id, 0)
+	payload := []byte("Subject: x\r\n\r\nbody\r\n")
+	first := appendRecord(nil, k, kindChunk, payload)
+	se := &storedEnvelope{Size: int64(len(payload)), Chunks: 1, BodyCRC: crc32.Checksum(payload, castagnoli)}
+	if b, err := io.ReadAll(newBodyReader(nil, id, se, first, nil)); err != nil || !bytes.Equal(b, payload) {
+		t.Fatalf("intact hand-off: %q, %v", b, err)
+	}
+	first[len(first)-2] ^= 1
+	if _, err := io.ReadAll(newBodyReader(nil, id, se, first, nil)); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("damaged hand-off: err %v, want ErrCorrupt", err)
 	}
 }

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -92,6 +93,16 @@ func (s *spool) dropPartials() error {
 	return b.Commit()
 }
 
+// handOffMax is the largest body Enqueue hands to the scheduler with the
+// message, so that the first attempt, which usually starts at once, sends
+// it without reading it back from the store (where reading it back, a
+// memtable search and a copy, was about 2.5% of sluice's CPU end to end at
+// 4 KiB; docs/BENCHMARKS.md, fix 26). The record is still verified as it
+// is read. The bodies are held only as long as their hints (at most
+// hintCap) and attempts, so with the default 32 workers they hold at most
+// about 3 MiB.
+const handOffMax = 16 << 10
+
 // chunkBufs hold a chunk's record: one being read from the body and
 // sealed (writeMessage), or one read back (bodyReader).
 var chunkBufs = sync.Pool{New: func() any { b := make([]byte, recordHeaderLen+chunkSize); return &b }}
@@ -103,28 +114,36 @@ var chunkBufs = sync.Pool{New: func() any { b := make([]byte, recordHeaderLen+ch
 // one batch is written in several, the first of which marks the message
 // partial so that a crash before the last batch leaves nothing behind but
 // chunks that the next start deletes.
-func (s *spool) writeMessage(id string, env *sluice.Envelope, st *msgState, domains []string, body io.Reader) (*storedEnvelope, error) {
+//
+// A body of one chunk of at most handOffMax bytes is also returned as its
+// sealed record, first, for the scheduler to hand to the first attempt
+// (see handOffMax); otherwise first is nil.
+func (s *spool) writeMessage(id string, env *sluice.Envelope, st *msgState, domains []string, body io.Reader) (se *storedEnvelope, first []byte, err error) {
 	buf := chunkBufs.Get().(*[]byte)
 	defer chunkBufs.Put(buf)
 	b := s.store.NewBatch()
-	se := &storedEnvelope{Env: env}
+	se = &storedEnvelope{Env: env}
 	// Each chunk is read into its record, after the header, and sealed
 	// where it is.
 	rec := (*buf)[:recordHeaderLen+chunkSize]
 	partial := false
-	fail := func(err error) (*storedEnvelope, error) {
+	fail := func(err error) (*storedEnvelope, []byte, error) {
 		b.Discard()
 		if partial {
 			s.dropMessage(id)
 		}
-		return nil, fmt.Errorf("queue: write %s: %w", id, err)
+		return nil, nil, fmt.Errorf("queue: write %s: %w", id, err)
 	}
 	for {
 		n, err := io.ReadFull(body, rec[recordHeaderLen:])
 		if n > 0 {
 			chunk := rec[recordHeaderLen : recordHeaderLen+n]
 			k := chunkKey(id, se.Chunks)
-			b.Set(k, sealInPlace(rec[:recordHeaderLen+n], k, kindChunk)) // Set copies: rec is reused for the next chunk
+			v := sealInPlace(rec[:recordHeaderLen+n], k, kindChunk)
+			b.Set(k, v) // Set copies: rec is reused for the next chunk
+			if se.Chunks == 0 && n <= handOffMax && err != nil {
+				first = bytes.Clone(v) // the last chunk is the first: the body is small
+			}
 			se.BodyCRC = crc32.Update(se.BodyCRC, castagnoli, chunk)
 			se.Size += int64(n)
 			se.Chunks++
@@ -164,9 +183,9 @@ func (s *spool) writeMessage(id string, env *sluice.Envelope, st *msgState, doma
 		if partial {
 			s.dropMessage(id)
 		}
-		return nil, fmt.Errorf("queue: write %s: %w", id, err)
+		return nil, nil, fmt.Errorf("queue: write %s: %w", id, err)
 	}
-	return se, nil // the caller tells the scheduler (Queue.noteEnqueued)
+	return se, first, nil // the caller tells the scheduler (Queue.noteEnqueued)
 }
 
 // setState adds to b the state record of id and its due index entry. The
@@ -324,13 +343,17 @@ type bodyReader struct {
 	next      int     // next chunk to read
 	cur       []byte  // unread part of the current chunk
 	buf       *[]byte // the record cur is in, from chunkBufs, if the store can read into it
+	first     []byte  // the first chunk's record, handed off by Enqueue, or nil
 	sum       uint32
 	err       error
 	onCorrupt func(error)
 }
 
-func newBodyReader(store Store, id string, se *storedEnvelope, onCorrupt func(error)) *bodyReader {
-	return &bodyReader{store: store, id: id, se: se, onCorrupt: onCorrupt}
+// newBodyReader returns a reader of id's body. first, if not nil, is the
+// sealed record of its first chunk as writeMessage stored it, which is
+// read (and verified) instead of the store's copy.
+func newBodyReader(store Store, id string, se *storedEnvelope, first []byte, onCorrupt func(error)) *bodyReader {
+	return &bodyReader{store: store, id: id, se: se, first: first, onCorrupt: onCorrupt}
 }
 
 func (r *bodyReader) Read(p []byte) (int, error) {
@@ -357,7 +380,9 @@ func (r *bodyReader) load() error {
 	k := chunkKey(r.id, r.next)
 	var v []byte
 	var err error
-	if ag, ok := r.store.(appendGetter); ok {
+	if r.next == 0 && r.first != nil {
+		v = r.first
+	} else if ag, ok := r.store.(appendGetter); ok {
 		if r.buf == nil {
 			r.buf = chunkBufs.Get().(*[]byte)
 		}

@@ -39,14 +39,15 @@ type scanFloor struct {
 // fine: the census and the first scans of the next start find every
 // message in the index.
 //
-// Two sources fill them: Enqueue, with the envelope it just stored, while
-// the lane's floor is above the new key (every older idle key is hinted
-// or in flight, so starting hints first keeps due order); and a scan,
-// with what it read beyond the attempts it could start, so a backlog is
-// read once per hintCap messages rather than once per message.
+// Two sources fill them: Enqueue, with the envelope it just stored (and a
+// small body, see handOffMax), while the lane's floor is above the new key
+// (every older idle key is hinted or in flight, so starting hints first
+// keeps due order); and a scan, with what it read beyond the attempts it
+// could start, so a backlog is read once per hintCap messages rather than
+// once per message.
 
-// hintCap bounds the fresh lane's hints, and so the envelopes they hold,
-// to twice the messages in flight.
+// hintCap bounds the fresh lane's hints, and so the envelopes (and small
+// bodies, see handOffMax) they hold, to twice the messages in flight.
 func (q *Queue) hintCap() int { return 2 * q.cfg.workers }
 
 // lowerFloor is told of every due key written, other than a new message's

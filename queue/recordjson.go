@@ -1,21 +1,21 @@
 package queue
 
 import (
-	"encoding/json"
 	"strconv"
-	"unicode/utf8"
 
 	"github.com/sluicemta/sluice"
+	"github.com/sluicemta/sluice/internal/jsonenc"
 )
 
 // The envelope and state records are JSON, and are written once or more
 // for every message. encoding/json finds its way through the structs by
 // reflection, which cost about 2.5% of sluice's CPU end to end at 4 KiB
 // (docs/BENCHMARKS.md, fix 25); these encoders write the same bytes
-// directly. TestRecordJSONMatchesEncodingJSON fills every field of the
-// structs, found by reflection, and compares the two byte for byte, so a
-// field added to a struct but not here fails the test. Reading stays
-// with encoding/json.
+// directly, as maillog does for the delivery log.
+// TestRecordJSONMatchesEncodingJSON fills every field of the structs,
+// found by reflection, and compares the two byte for byte, so a field
+// added to a struct but not here fails the test. Reading stays with
+// encoding/json.
 
 // appendEnvelopeJSON appends json.Marshal(se) to dst.
 func appendEnvelopeJSON(dst []byte, se *storedEnvelope) ([]byte, error) {
@@ -41,11 +41,11 @@ func appendEnvJSON(dst []byte, e *sluice.Envelope) ([]byte, error) {
 	dst = append(dst, '{')
 	if e.ID != "" {
 		dst = append(dst, `"id":`...)
-		dst = appendJSONString(dst, e.ID)
+		dst = jsonenc.AppendString(dst, e.ID)
 		dst = append(dst, ',')
 	}
 	dst = append(dst, `"from":`...)
-	dst = appendJSONString(dst, e.From)
+	dst = jsonenc.AppendString(dst, e.From)
 	dst = append(dst, `,"rcpts":`...)
 	if e.Recipients == nil {
 		dst = append(dst, "null"...)
@@ -56,20 +56,20 @@ func appendEnvJSON(dst []byte, e *sluice.Envelope) ([]byte, error) {
 				dst = append(dst, ',')
 			}
 			dst = append(dst, `{"addr":`...)
-			dst = appendJSONString(dst, r.Address)
+			dst = jsonenc.AppendString(dst, r.Address)
 			if len(r.Notify) > 0 {
 				dst = append(dst, `,"notify":[`...)
 				for j, n := range r.Notify {
 					if j > 0 {
 						dst = append(dst, ',')
 					}
-					dst = appendJSONString(dst, n)
+					dst = jsonenc.AppendString(dst, n)
 				}
 				dst = append(dst, ']')
 			}
 			if r.ORcpt != "" {
 				dst = append(dst, `,"orcpt":`...)
-				dst = appendJSONString(dst, r.ORcpt)
+				dst = jsonenc.AppendString(dst, r.ORcpt)
 			}
 			dst = append(dst, '}')
 		}
@@ -82,17 +82,17 @@ func appendEnvJSON(dst []byte, e *sluice.Envelope) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	dst = appendJSONString(dst, addr)
+	dst = jsonenc.AppendString(dst, string(addr))
 	if c.Helo != "" {
 		dst = append(dst, `,"helo":`...)
-		dst = appendJSONString(dst, c.Helo)
+		dst = jsonenc.AppendString(dst, c.Helo)
 	}
 	if c.TLS {
 		dst = append(dst, `,"tls":true`...)
 	}
 	if c.AuthUser != "" {
 		dst = append(dst, `,"auth":`...)
-		dst = appendJSONString(dst, c.AuthUser)
+		dst = jsonenc.AppendString(dst, c.AuthUser)
 	}
 	dst = append(dst, `},"received":"`...)
 	if dst, err = e.Received.AppendText(dst); err != nil {
@@ -107,7 +107,7 @@ func appendEnvJSON(dst []byte, e *sluice.Envelope) ([]byte, error) {
 	} {
 		if f.v != "" {
 			dst = append(dst, f.key...)
-			dst = appendJSONString(dst, f.v)
+			dst = jsonenc.AppendString(dst, f.v)
 		}
 	}
 	return append(dst, '}'), nil
@@ -139,14 +139,14 @@ func appendStateJSON(dst []byte, s *msgState) []byte {
 				dst = append(dst, ',')
 			}
 			dst = append(dst, `{"s":`...)
-			dst = appendJSONString(dst, r.Status)
+			dst = jsonenc.AppendString(dst, r.Status)
 			if r.Attempts != 0 {
 				dst = append(dst, `,"n":`...)
 				dst = strconv.AppendInt(dst, int64(r.Attempts), 10)
 			}
 			if r.Reply != "" {
 				dst = append(dst, `,"r":`...)
-				dst = appendJSONString(dst, r.Reply)
+				dst = jsonenc.AppendString(dst, r.Reply)
 			}
 			if r.Warned {
 				dst = append(dst, `,"w":true`...)
@@ -156,22 +156,4 @@ func appendStateJSON(dst []byte, s *msgState) []byte {
 		dst = append(dst, ']')
 	}
 	return append(dst, '}')
-}
-
-// appendJSONString appends s as encoding/json writes a string: quoted,
-// and escaped as it escapes (control characters, quotes, backslashes, the
-// HTML characters <, > and &, U+2028 and U+2029, and invalid UTF-8 as
-// U+FFFD). Strings of other printable ASCII, nearly all of them, are
-// copied as they are; any other string is left to encoding/json.
-func appendJSONString[S string | []byte](dst []byte, s S) []byte {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			js, _ := json.Marshal(string(s)) // a string always marshals
-			return append(dst, js...)
-		}
-	}
-	dst = append(dst, '"')
-	dst = append(dst, s...)
-	return append(dst, '"')
 }

@@ -96,11 +96,11 @@ func (s *spool) dropPartials() error {
 // handOffMax is the largest body Enqueue hands to the scheduler with the
 // message, so that the first attempt, which usually starts at once, sends
 // it without reading it back from the store (where reading it back, a
-// memtable search and a copy, was about 2.5% of sluice's CPU end to end at
+// memtable search and a copy, was about 2.8% of sluice's CPU end to end at
 // 4 KiB; docs/BENCHMARKS.md, fix 26). The record is still verified as it
 // is read. The bodies are held only as long as their hints (at most
-// hintCap) and attempts, so with the default 32 workers they hold at most
-// about 3 MiB.
+// hintCap, twice the workers) and attempts (at most the workers), so with
+// the default 32 workers they hold at most 1.5 MiB.
 const handOffMax = 16 << 10
 
 // chunkBufs hold a chunk's record: one being read from the body and

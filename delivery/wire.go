@@ -113,6 +113,7 @@ func (cn *conn) rset() {
 func mailCommand(msg *queue.Message, ext extensions) string {
 	o := mailOptions(msg)
 	var sb strings.Builder
+	sb.Grow(len("MAIL FROM:<>") + len(msg.Envelope.From) + 64) // 64: BODY, SIZE, SMTPUTF8, RET
 	sb.WriteString("MAIL FROM:<")
 	sb.WriteString(msg.Envelope.From)
 	sb.WriteString(">")
@@ -121,7 +122,8 @@ func mailCommand(msg *queue.Message, ext extensions) string {
 	}
 	if ext.size && o.Size != 0 {
 		sb.WriteString(" SIZE=")
-		sb.WriteString(strconv.FormatInt(o.Size, 10))
+		var n [20]byte
+		sb.Write(strconv.AppendInt(n[:0], o.Size, 10))
 	}
 	if o.UTF8 && ext.smtpUTF8 {
 		sb.WriteString(" SMTPUTF8")
@@ -145,6 +147,7 @@ func mailCommand(msg *queue.Message, ext extensions) string {
 func rcptCommand(r sluice.Recipient, ext extensions) string {
 	o := rcptOptions(r)
 	var sb strings.Builder
+	sb.Grow(len("RCPT TO:<>") + len(r.Address) + 32) // 32: NOTIFY
 	sb.WriteString("RCPT TO:<")
 	sb.WriteString(r.Address)
 	sb.WriteString(">")

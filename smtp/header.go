@@ -29,13 +29,16 @@ func receivedHeader(env *sluice.Envelope, host string, now time.Time) string {
 	if env.Client.TLS {
 		proto = "ESMTPS"
 	}
-	words := []string{"from", helo, "(" + addressLiteral(env.Client.Addr.Addr()) + ")",
-		"by", host, "(sluice)", "with", proto}
+	words := make([]string, 0, 16) // room for the date's words too
+	words = append(words, "from", helo, "("+addressLiteral(env.Client.Addr.Addr())+")",
+		"by", host, "(sluice)", "with", proto)
 	if len(env.Recipients) == 1 {
 		words = append(words, "for", "<"+token(env.Recipients[0].Address)+">")
 	}
 	words[len(words)-1] += ";"
-	words = append(words, strings.Fields(now.Format(time.RFC1123Z))...)
+	for f := range strings.FieldsSeq(now.Format(time.RFC1123Z)) {
+		words = append(words, f)
+	}
 	return fold("Received:", words)
 }
 
@@ -70,7 +73,12 @@ func formatHeader(name, value string) (string, bool) {
 // boundaries so that they stay within maxLine; a single word too long for
 // a line is not broken.
 func fold(name string, words []string) string {
+	size := len(name) + len("\r\n")
+	for _, w := range words {
+		size += len("\r\n\t") + len(w) // at most, with a fold before every word
+	}
 	var b strings.Builder
+	b.Grow(size)
 	b.WriteString(name)
 	lineLen := len(name)
 	for _, w := range words {

@@ -1306,11 +1306,6 @@ func (c *Conn) greet() {
 }
 
 func (c *Conn) writeResponse(code int, enhCode EnhancedCode, text ...string) {
-	// TODO: error handling
-	if c.server.WriteTimeout != 0 {
-		c.conn.SetWriteDeadline(time.Now().Add(c.server.WriteTimeout))
-	}
-
 	// All responses must include an enhanced code, if it is missing - use
 	// a generic code X.0.0.
 	if enhCode == EnhancedCodeNotSet {
@@ -1324,20 +1319,44 @@ func (c *Conn) writeResponse(code int, enhCode EnhancedCode, text ...string) {
 	}
 
 	// transform each single line with \n, into separate lines
-	text = strings.Split(strings.Join(text, "\n"), "\n")
+	lines := text
+	if len(text) != 1 || strings.IndexByte(text[0], '\n') >= 0 {
+		lines = strings.Split(strings.Join(text, "\n"), "\n")
+	}
 
-	// The reply is buffered, not sent: flush sends it before the next
-	// read from the connection (RFC 2920 section 3.2: the replies to a
-	// group of pipelined commands go out together).
-	lastLineIndex := len(text) - 1
-	for i := 0; i < lastLineIndex; i++ {
-		fmt.Fprintf(c.text.W, "%d-%v\r\n", code, text[i])
+	// The reply is formatted here, as fmt would ("%d-%v\r\n" for each line
+	// but the last, "%d %v.%v.%v %v\r\n" or "%d %v\r\n" for the last), and
+	// buffered, not sent: flush sends it before the next read from the
+	// connection (RFC 2920 section 3.2: the replies to a group of
+	// pipelined commands go out together). Only a reply that does not fit
+	// in what is left of the buffer makes the buffer write to the
+	// connection here, so only then is the write deadline set here (flush
+	// sets it for its own write).
+	b := c.text.W.AvailableBuffer() // appended to in place while it has room
+	last := len(lines) - 1
+	for i, line := range lines {
+		b = strconv.AppendInt(b, int64(code), 10)
+		if i < last {
+			b = append(b, '-')
+		} else {
+			b = append(b, ' ')
+			if enhCode != NoEnhancedCode {
+				b = strconv.AppendInt(b, int64(enhCode[0]), 10)
+				b = append(b, '.')
+				b = strconv.AppendInt(b, int64(enhCode[1]), 10)
+				b = append(b, '.')
+				b = strconv.AppendInt(b, int64(enhCode[2]), 10)
+				b = append(b, ' ')
+			}
+		}
+		b = append(b, line...)
+		b = append(b, '\r', '\n')
 	}
-	if enhCode == NoEnhancedCode {
-		fmt.Fprintf(c.text.W, "%d %v\r\n", code, text[lastLineIndex])
-	} else {
-		fmt.Fprintf(c.text.W, "%d %v.%v.%v %v\r\n", code, enhCode[0], enhCode[1], enhCode[2], text[lastLineIndex])
+	// TODO: error handling
+	if c.server.WriteTimeout != 0 && c.text.W.Available() < len(b) {
+		c.conn.SetWriteDeadline(time.Now().Add(c.server.WriteTimeout))
 	}
+	c.text.W.Write(b)
 }
 
 // flush sends the buffered replies.

@@ -3,9 +3,13 @@ package smtp
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
+	"net"
+	"net/textproto"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The tests of sluice's patch (see SLUICE-PATCH.md): the patched readers
@@ -187,5 +191,102 @@ func BenchmarkDataReader(b *testing.B) {
 		if _, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{r}, buf); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// referenceWriteResponse is writeResponse's formatting before the patch.
+func referenceWriteResponse(w io.Writer, code int, enhCode EnhancedCode, text ...string) {
+	if enhCode == EnhancedCodeNotSet {
+		cat := code / 100
+		switch cat {
+		case 2, 4, 5:
+			enhCode = EnhancedCode{cat, 0, 0}
+		default:
+			enhCode = NoEnhancedCode
+		}
+	}
+	text = strings.Split(strings.Join(text, "\n"), "\n")
+	lastLineIndex := len(text) - 1
+	for i := 0; i < lastLineIndex; i++ {
+		fmt.Fprintf(w, "%d-%v\r\n", code, text[i])
+	}
+	if enhCode == NoEnhancedCode {
+		fmt.Fprintf(w, "%d %v\r\n", code, text[lastLineIndex])
+	} else {
+		fmt.Fprintf(w, "%d %v.%v.%v %v\r\n", code, enhCode[0], enhCode[1], enhCode[2], text[lastLineIndex])
+	}
+}
+
+// deadlineConn records the write deadlines set on it.
+type deadlineConn struct {
+	net.Conn
+	w         bytes.Buffer
+	deadlines int
+}
+
+func (c *deadlineConn) Write(p []byte) (int, error)        { return c.w.Write(p) }
+func (c *deadlineConn) SetWriteDeadline(t time.Time) error { c.deadlines++; return nil }
+
+func newResponseConn(timeout time.Duration, bufSize int) (*Conn, *deadlineConn) {
+	dc := &deadlineConn{}
+	c := &Conn{conn: dc, server: &Server{WriteTimeout: timeout}}
+	c.text = textproto.NewConn(struct {
+		io.Reader
+		io.Writer
+		io.Closer
+	}{strings.NewReader(""), dc, io.NopCloser(nil)})
+	c.text.W = bufio.NewWriterSize(dc, bufSize)
+	return c, dc
+}
+
+// TestWriteResponseAsBefore: the patched writeResponse writes what fmt
+// did, and sets the write deadline only when the reply does not fit in
+// the buffer (and so is partly written to the connection at once).
+func TestWriteResponseAsBefore(t *testing.T) {
+	long := strings.Repeat("x", 300)
+	for _, tt := range []struct {
+		code int
+		enh  EnhancedCode
+		text []string
+	}{
+		{250, EnhancedCodeNotSet, []string{"OK"}},
+		{250, NoEnhancedCode, []string{"mx.test Hello", "PIPELINING", "8BITMIME", "SIZE 1000"}},
+		{354, NoEnhancedCode, []string{"Go ahead. End your data with <CR><LF>.<CR><LF>"}},
+		{550, EnhancedCode{5, 7, 1}, []string{"first\nsecond", "third"}},
+		{421, EnhancedCode{4, 0, 0}, nil},
+		{334, NoEnhancedCode, []string{""}},
+		{220, EnhancedCodeNotSet, []string{"mx.test ESMTP Service Ready"}},
+		{452, EnhancedCode{4, 5, 3}, []string{long}},
+		{250, EnhancedCodeNotSet, []string{"a\n"}},
+	} {
+		var want bytes.Buffer
+		referenceWriteResponse(&want, tt.code, tt.enh, tt.text...)
+		for _, bufSize := range []int{16, 4096} {
+			c, dc := newResponseConn(time.Minute, bufSize)
+			c.writeResponse(tt.code, tt.enh, tt.text...)
+			c.text.W.Flush()
+			if dc.w.String() != want.String() {
+				t.Errorf("writeResponse(%d, %v, %q) wrote %q, want %q", tt.code, tt.enh, tt.text, dc.w.String(), want.String())
+			}
+			wantDeadline := 0
+			if want.Len() > bufSize {
+				wantDeadline = 1
+			}
+			if dc.deadlines != wantDeadline {
+				t.Errorf("writeResponse(%d, %q) with a %d-byte buffer set %d write deadlines, want %d", tt.code, tt.text, bufSize, dc.deadlines, wantDeadline)
+			}
+		}
+	}
+}
+
+// BenchmarkWriteResponse: a one-line reply, as to MAIL, RCPT and the
+// final dot.
+func BenchmarkWriteResponse(b *testing.B) {
+	c, dc := newResponseConn(time.Minute, 4096)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		c.writeResponse(250, EnhancedCode{2, 0, 0}, "OK: queued as 06H0BU7564U5DJ4D7S3G")
+		c.text.W.Flush()
+		dc.w.Reset()
 	}
 }

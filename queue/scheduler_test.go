@@ -307,9 +307,8 @@ func (s *chunkReadCounter) Get(k []byte) ([]byte, error) {
 }
 
 // TestSmallBodyIsHandedOffToFirstAttempt: a body of at most handOffMax
-// bytes reaches the first attempt from Enqueue, not read back from the
-// store, intact and as often as the deliverer opens it; a larger one is
-// read from the store.
+// bytes reaches the first attempt from Enqueue, intact, without being read
+// back from the store; a larger one is read from the store.
 func TestSmallBodyIsHandedOffToFirstAttempt(t *testing.T) {
 	dir := t.TempDir()
 	st, err := openPebble(filepath.Join(dir, "db"), slog.New(slog.DiscardHandler))

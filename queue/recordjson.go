@@ -47,34 +47,7 @@ func appendEnvJSON(dst []byte, e *sluice.Envelope) ([]byte, error) {
 	dst = append(dst, `"from":`...)
 	dst = jsonenc.AppendString(dst, e.From)
 	dst = append(dst, `,"rcpts":`...)
-	if e.Recipients == nil {
-		dst = append(dst, "null"...)
-	} else {
-		dst = append(dst, '[')
-		for i, r := range e.Recipients {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = append(dst, `{"addr":`...)
-			dst = jsonenc.AppendString(dst, r.Address)
-			if len(r.Notify) > 0 {
-				dst = append(dst, `,"notify":[`...)
-				for j, n := range r.Notify {
-					if j > 0 {
-						dst = append(dst, ',')
-					}
-					dst = jsonenc.AppendString(dst, n)
-				}
-				dst = append(dst, ']')
-			}
-			if r.ORcpt != "" {
-				dst = append(dst, `,"orcpt":`...)
-				dst = jsonenc.AppendString(dst, r.ORcpt)
-			}
-			dst = append(dst, '}')
-		}
-		dst = append(dst, ']')
-	}
+	dst = appendList(dst, e.Recipients, appendRecipientJSON)
 	c := &e.Client
 	dst = append(dst, `,"client":{"addr":`...)
 	var scratch [64]byte
@@ -130,30 +103,53 @@ func appendStateJSON(dst []byte, s *msgState) []byte {
 		dst = append(dst, `,"bounce":true`...)
 	}
 	dst = append(dst, `,"rcpts":`...)
-	if s.Rcpts == nil {
-		dst = append(dst, "null"...)
-	} else {
-		dst = append(dst, '[')
-		for i, r := range s.Rcpts {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = append(dst, `{"s":`...)
-			dst = jsonenc.AppendString(dst, r.Status)
-			if r.Attempts != 0 {
-				dst = append(dst, `,"n":`...)
-				dst = strconv.AppendInt(dst, int64(r.Attempts), 10)
-			}
-			if r.Reply != "" {
-				dst = append(dst, `,"r":`...)
-				dst = jsonenc.AppendString(dst, r.Reply)
-			}
-			if r.Warned {
-				dst = append(dst, `,"w":true`...)
-			}
-			dst = append(dst, '}')
-		}
-		dst = append(dst, ']')
+	dst = appendList(dst, s.Rcpts, appendRcptStateJSON)
+	return append(dst, '}')
+}
+
+func appendRecipientJSON(dst []byte, r sluice.Recipient) []byte {
+	dst = append(dst, `{"addr":`...)
+	dst = jsonenc.AppendString(dst, r.Address)
+	if len(r.Notify) > 0 {
+		dst = append(dst, `,"notify":`...)
+		dst = appendList(dst, r.Notify, jsonenc.AppendString)
+	}
+	if r.ORcpt != "" {
+		dst = append(dst, `,"orcpt":`...)
+		dst = jsonenc.AppendString(dst, r.ORcpt)
 	}
 	return append(dst, '}')
+}
+
+func appendRcptStateJSON(dst []byte, r rcptState) []byte {
+	dst = append(dst, `{"s":`...)
+	dst = jsonenc.AppendString(dst, r.Status)
+	if r.Attempts != 0 {
+		dst = append(dst, `,"n":`...)
+		dst = strconv.AppendInt(dst, int64(r.Attempts), 10)
+	}
+	if r.Reply != "" {
+		dst = append(dst, `,"r":`...)
+		dst = jsonenc.AppendString(dst, r.Reply)
+	}
+	if r.Warned {
+		dst = append(dst, `,"w":true`...)
+	}
+	return append(dst, '}')
+}
+
+// appendList appends s as encoding/json writes a slice: null if it is
+// nil, else an array of its elements, each appended by elem.
+func appendList[T any](dst []byte, s []T, elem func([]byte, T) []byte) []byte {
+	if s == nil {
+		return append(dst, "null"...)
+	}
+	dst = append(dst, '[')
+	for i, v := range s {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = elem(dst, v)
+	}
+	return append(dst, ']')
 }

@@ -9,9 +9,10 @@
 // peer that has just written to it, in the middle of its system call.
 // In the relay benchmark SCHED_BATCH removed about 30% of sluice's
 // context switches and a tenth of its CPU per message
-// (docs/BENCHMARKS.md, fix 24). The cost is latency on a saturated machine: a woken thread waits up to a
-// scheduler slice (a few milliseconds) instead of running at once. On an
-// idle CPU it runs at once either way.
+// (docs/BENCHMARKS.md, fix 24). The cost is latency on a saturated
+// machine: a woken thread waits up to a scheduler slice (a few
+// milliseconds) instead of running at once. On an idle CPU it runs at once
+// either way.
 package sched
 
 import "errors"

@@ -409,25 +409,17 @@ func (a *Agent) deliverGroup(ctx context.Context, msg *queue.Message, g *group) 
 			"all next hops of %s were unreachable recently (%s)", t.dest.key, hopNames(t.hops)))
 		return
 	}
-	l, f, err := a.slot(ctx, t, hops, msg, g)
+	l, err := t.dest.acquire(ctx)
 	if err != nil {
 		finishAll(g.rcpts, sluice.NewReply(451, sluice.EnhancedCode{4, 4, 5}, "%s: %v", t.dest.key, err))
 		return
 	}
-	if l == nil {
-		return // join finished every recipient
+	if err := t.dest.msgs.Wait(ctx); err != nil {
+		l.release(l.conn, true)
+		finishAll(g.rcpts, sluice.NewReply(451, sluice.EnhancedCode{4, 4, 5}, "%s: message rate: %v", t.dest.key, err))
+		return
 	}
-	var cn *conn
-	if f != nil {
-		// A follower's turn: its commands are on the wire. If the next
-		// hop closed the connection after the leader's transaction,
-		// the first reply fails, and, as for an idle connection
-		// (reuse), the message is tried again at once on a new one.
-		cn = l.conn
-		cn.cached = true
-	} else {
-		cn = a.reuse(l.conn, t, hops)
-	}
+	cn := a.reuse(l.conn, t, hops)
 	if cn != nil {
 		a.metrics.connection(true)
 	}
@@ -435,12 +427,6 @@ func (a *Agent) deliverGroup(ctx context.Context, msg *queue.Message, g *group) 
 	for i := 0; len(pendingOf(g.rcpts)) > 0; {
 		if ctx.Err() != nil {
 			last = fmt.Errorf("attempt interrupted: %w", ctx.Err())
-			if f != nil {
-				// The follower's commands wait for replies and a
-				// body that will not come: the connection is done.
-				f.body.Close()
-				cn.broken = true
-			}
 			break
 		}
 		if cn == nil {
@@ -460,12 +446,7 @@ func (a *Agent) deliverGroup(ctx context.Context, msg *queue.Message, g *group) 
 			a.metrics.connection(false)
 		}
 		sent := pendingOf(g.rcpts)
-		t.dest.offer(cn, msg, l.probe)
-		err := cn.send(ctx, msg, sent, f)
-		cn.withdraw()
-		f = nil // only the first transaction is the follower's
-		if err != nil {
-			cn.dropNext()
+		if err := cn.send(ctx, msg, sent); err != nil {
 			cn.quit()
 			cn = nil
 			if he := (*hopError)(nil); errors.As(err, &he) && he.stale {
@@ -490,14 +471,13 @@ func (a *Agent) deliverGroup(ctx context.Context, msg *queue.Message, g *group) 
 			break
 		}
 		if cn.hung {
-			cn.dropNext()
 			a.hopFailed(ctx, msg, t, &hopError{h: cn.h, phase: "DATA", err: errors.New("no reply after end of data"), unreachable: true})
 			continue
 		}
 		t.dest.success()
 		a.shaper.markAlive(cn.h.addr)
 	}
-	l.handOff(cn, cn != nil && !cn.broken)
+	l.release(cn, cn != nil && !cn.broken)
 	for _, r := range pendingOf(g.rcpts) {
 		r.finish(connReply(last))
 	}

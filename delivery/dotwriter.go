@@ -107,17 +107,9 @@ func endsWithCR(s []byte, cr bool) bool {
 	return n%2 == 1
 }
 
-// Close ends the body, as end does, and flushes the buffer.
+// Close ends the body: a CRLF if the last line lacks one, then "." CRLF.
+// It flushes the buffer.
 func (d *dotWriter) Close() error {
-	if err := d.end(); err != nil {
-		return err
-	}
-	return d.w.Flush()
-}
-
-// end ends the body: a CRLF if the last line lacks one, then "." CRLF. It
-// leaves them in the buffer.
-func (d *dotWriter) end() error {
 	var end string
 	switch d.state {
 	case dotLineStart:
@@ -128,6 +120,8 @@ func (d *dotWriter) end() error {
 		end = "\r\n.\r\n"
 	}
 	d.state = dotLineStart
-	_, err := d.w.WriteString(end)
-	return err
+	if _, err := d.w.WriteString(end); err != nil {
+		return err
+	}
+	return d.w.Flush()
 }

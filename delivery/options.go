@@ -81,7 +81,6 @@ type config struct {
 	registerer   prometheus.Registerer
 	postQueue    *filter.Chain // nil: no post-queue filtering
 	tempDir      string        // for message copies the post-queue filters read
-	noChaining   bool          // WithChaining(false)
 }
 
 func defaultConfig() config {
@@ -176,17 +175,6 @@ func WithPort(port int) Option { return func(c *config) { c.port = port } }
 // route or pool ([Egress]) and must bind to it.
 // Default: a net.Dialer with LocalAddr set to the source address, if any.
 func WithDialer(dial DialFunc) Option { return func(c *config) { c.dial = dial } }
-
-// WithChaining turns pipelining across transactions on or off. On, a
-// message for a destination that has a transaction of a small message
-// (at most 64 KiB) in progress, on a connection to a next hop that offers
-// PIPELINING, sends its MAIL, RCPTs and DATA in the same write as that
-// transaction's body and final dot (RFC 2920 section 3.1 allows it), and
-// then goes on over that connection: a busy connection carries each
-// message in one round trip instead of two. Turn it off for a next hop
-// that mishandles commands after the end of a message's data.
-// Default: on.
-func WithChaining(on bool) Option { return func(c *config) { c.noChaining = !on } }
 
 // WithTimeouts sets the deadlines of each network stage. Zero fields keep
 // their defaults; negative ones are an error.

@@ -96,12 +96,6 @@ type conn struct {
 	tr  *textproto.Reader
 
 	timer *time.Timer // idle timer; guarded by the destination's mu
-
-	// Chaining (chain.go). chain and joined are guarded by the
-	// destination's mu; next belongs to the connection's user.
-	chain  *destination // set while the connection takes a follower
-	joined *follower    // the follower that joined, if any
-	next   *follower    // the follower whose commands went out after the last dot
 }
 
 // open dials h, reads the greeting, says EHLO, starts TLS as the policy

@@ -158,7 +158,6 @@ type destination struct {
 	credit       float64    // feedback not yet applied to window
 	open         int        // connections open or being opened, idle included
 	idle         []*conn    // idle connections, most recently used last
-	chains       []*conn    // connections in a transaction that take a follower (chain.go)
 	fails        int        // failures in a row
 	parkedUntil  time.Time
 	parkWhy      string // why it is parked, for errParked
@@ -325,7 +324,8 @@ func (l *lease) release(c *conn, reusable bool) {
 	if l.probe {
 		d.probing = false
 	}
-	keep := c != nil && reusable && d.keepLocked(c)
+	keep := c != nil && reusable && c.msgs < d.s.MaxPerConnection && d.open <= d.window &&
+		d.parkedUntil.IsZero() && !d.closed.Load()
 	if keep {
 		d.idle = append(d.idle, c)
 		c.startIdle(d.s.IdleTimeout, func() { d.expire(c) })
@@ -337,12 +337,6 @@ func (l *lease) release(c *conn, reusable bool) {
 	if c != nil && !keep {
 		c.quit()
 	}
-}
-
-// keepLocked reports whether c, done with a transaction, may be used
-// again: kept idle, or handed to a follower (chain.go).
-func (d *destination) keepLocked(c *conn) bool {
-	return c.msgs < d.s.MaxPerConnection && d.open <= d.window && d.parkedUntil.IsZero() && !d.closed.Load()
 }
 
 // expire closes an idle connection whose idle time ran out.

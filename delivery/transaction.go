@@ -18,14 +18,13 @@ import (
 // a non-nil error (a *hopError) is a connection-level failure after which
 // the connection is unusable and the recipients without a final reply
 // should be tried at the next address (or, if it is stale, again on a new
-// connection). With a follower f, whose turn this is, the transaction's
-// commands are already on the wire, for f.rcpts, with f.body (chain.go).
-func (cn *conn) send(ctx context.Context, msg *queue.Message, rcpts []*rcptState, f *follower) error {
+// connection).
+func (cn *conn) send(ctx context.Context, msg *queue.Message, rcpts []*rcptState) error {
 	for _, r := range rcpts {
 		r.relay, r.ip, r.tls, r.source = cn.h.name, cn.h.addr.String(), cn.tlsVer, cn.local
 	}
 	stop := context.AfterFunc(ctx, func() { cn.raw.Close() })
-	err := cn.transaction(msg, rcpts, f)
+	err := cn.transaction(msg, rcpts)
 	if !stop() { // ctx ended and closed the connection
 		cn.broken = true
 		if err == nil {
@@ -61,30 +60,24 @@ func (cn *conn) hopErr(phase string, err error) *hopError {
 // A cached connection that the next hop closed while it was idle fails at
 // its first reply; that error is stale and the message is tried again on
 // a new connection (Agent.deliverGroup).
-func (cn *conn) transaction(msg *queue.Message, rcpts []*rcptState, f *follower) error {
-	var body io.ReadCloser
-	if f != nil {
-		// join checked and opened all this before the commands went out.
-		body, rcpts = f.body, f.rcpts
-	} else {
-		env := msg.Envelope
-		if env.SMTPUTF8 && !cn.ext.smtpUTF8 {
-			finishAll(rcpts, sluice.NewReply(553, sluice.EnhancedCode{5, 6, 7},
-				"next hop %s does not support SMTPUTF8, required by this message", cn.h))
-			return nil
-		}
-		if rcpts = sendable(env.From, rcpts); len(rcpts) == 0 {
-			return nil
-		}
-		// Opened before MAIL, so a damaged spool costs the session nothing.
-		var err error
-		if body, err = msg.Open(); err != nil {
-			finishAll(rcpts, sluice.NewReply(451, sluice.EnhancedCode{4, 3, 0}, "cannot open queued message: %v", err))
-			return nil
-		}
+func (cn *conn) transaction(msg *queue.Message, rcpts []*rcptState) error {
+	env := msg.Envelope
+	if env.SMTPUTF8 && !cn.ext.smtpUTF8 {
+		finishAll(rcpts, sluice.NewReply(553, sluice.EnhancedCode{5, 6, 7},
+			"next hop %s does not support SMTPUTF8, required by this message", cn.h))
+		return nil
+	}
+	if rcpts = sendable(env.From, rcpts); len(rcpts) == 0 {
+		return nil
+	}
+	// Opened before MAIL, so a damaged spool costs the session nothing.
+	body, err := msg.Open()
+	if err != nil {
+		finishAll(rcpts, sluice.NewReply(451, sluice.EnhancedCode{4, 3, 0}, "cannot open queued message: %v", err))
+		return nil
 	}
 	defer body.Close()
-	accepted, mailOK, err := cn.envelope(msg, rcpts, f != nil)
+	accepted, mailOK, err := cn.envelope(msg, rcpts)
 	if err != nil {
 		return err
 	}
@@ -150,22 +143,18 @@ func sendable(from string, rcpts []*rcptState) []*rcptState {
 // envelope sends MAIL and the RCPTs (and, pipelining, DATA, whose reply is
 // left unread) and reads their replies. It returns the recipients the next
 // hop accepted and whether it accepted MAIL; recipients it refused have
-// their reply, or all of them the refusal of MAIL. When sent is set, the
-// commands went out already, pipelined after another transaction's final
-// dot (chain.go), and only their replies are read.
-func (cn *conn) envelope(msg *queue.Message, rcpts []*rcptState, sent bool) (accepted []*rcptState, mailOK bool, err error) {
+// their reply, or all of them the refusal of MAIL.
+func (cn *conn) envelope(msg *queue.Message, rcpts []*rcptState) (accepted []*rcptState, mailOK bool, err error) {
 	t := cn.a.cfg.timeouts
-	if !sent {
-		cn.writeCommands(mailCommand(msg, cn.ext))
-		if cn.ext.pipelining {
-			for _, r := range rcpts {
-				cn.writeCommands(rcptCommand(r.rcpt, cn.ext))
-			}
-			cn.writeCommands("DATA")
+	cn.writeCommands(mailCommand(msg, cn.ext))
+	if cn.ext.pipelining {
+		for _, r := range rcpts {
+			cn.writeCommands(rcptCommand(r.rcpt, cn.ext))
 		}
-		if err := cn.flush(t.Mail); err != nil {
-			return nil, false, cn.hopErr("MAIL", err)
-		}
+		cn.writeCommands("DATA")
+	}
+	if err := cn.flush(t.Mail); err != nil {
+		return nil, false, cn.hopErr("MAIL", err)
 	}
 	mail, err := cn.readReply(t.Mail)
 	if err != nil || mail.Code == 421 {
@@ -249,13 +238,7 @@ func (cn *conn) data(msg *queue.Message, body io.Reader, accepted []*rcptState) 
 	_, err := io.CopyBuffer(w, src, *buf)
 	copyBufs.Put(buf)
 	if err == nil {
-		err = w.end()
-	}
-	if err == nil {
-		if f := cn.takeFollower(); f != nil {
-			cn.bw.WriteString(f.cmds) // in the same write as the dot
-		}
-		err = cn.bw.Flush()
+		err = w.Close()
 	}
 	if err != nil {
 		cn.broken = true

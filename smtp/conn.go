@@ -64,6 +64,18 @@ type conn struct {
 
 	errors int // refused commands; touched only by the session's goroutine
 
+	// flushReplies sends the replies go-smtp has buffered
+	// (gosmtp.Conn.FlushReplies). The session sets it when it starts;
+	// SetReadDeadline, which go-smtp calls on the connection's goroutine
+	// before it reads a command, calls it before it writes a reply of
+	// its own, so that its reply follows theirs (a pipelining client
+	// pairs replies with its commands by their order).
+	flushReplies func() error
+	// closing holds the replies to send, after go-smtp's, when the
+	// session asked to end the connection (closeAfterReply); go-smtp's
+	// next command read sends them and closes.
+	closing atomic.Pointer[[]*sluice.Reply]
+
 	// yield is set around each read of the message data (strictReader)
 	// so that Read returns errYield rather than wait (see setYield).
 	yield atomic.Int32
@@ -231,6 +243,12 @@ func (c *conn) SetReadDeadline(t time.Time) error {
 		c.mu.Unlock()
 		return c.setReadDeadline(c.capped(t))
 	}
+	if p := c.closing.Load(); p != nil {
+		c.mu.Unlock()
+		c.flushGoSMTP()
+		c.refuse(*p...)
+		return net.ErrClosed
+	}
 	c.commands++
 	first := c.commands == 1
 	over := false
@@ -242,6 +260,7 @@ func (c *conn) SetReadDeadline(t time.Time) error {
 	if over {
 		c.srv.log.Info("connection closed: too many commands without a transaction",
 			"client", c.remote.Addr().String())
+		c.flushGoSMTP()
 		c.refuse(replyTooManyCommands)
 		return net.ErrClosed
 	}
@@ -260,6 +279,22 @@ func (c *conn) SetDeadline(t time.Time) error {
 	c.deadline = c.capped(t)
 	c.mu.Unlock()
 	return c.Conn.SetDeadline(c.capped(t))
+}
+
+// closeAfterReply ends the connection once go-smtp has written the reply
+// to the current command: its next command read sends every buffered
+// reply, then replies, and closes the connection. Safe from any
+// goroutine; the first call wins.
+func (c *conn) closeAfterReply(replies ...*sluice.Reply) {
+	c.closing.CompareAndSwap(nil, &replies)
+}
+
+// flushGoSMTP sends go-smtp's buffered replies, if a session started; only
+// from the connection's goroutine (see flushReplies).
+func (c *conn) flushGoSMTP() {
+	if c.flushReplies != nil {
+		c.flushReplies()
+	}
 }
 
 // refuse writes reply to the client, if the connection it must go through

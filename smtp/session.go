@@ -32,6 +32,12 @@ func (b backend) NewSession(c *gosmtp.Conn) (gosmtp.Session, error) {
 		return nil, toSMTPError(replyPanic) // not reached: every connection is ours
 	}
 	tc.setOuter(c.Conn())
+	// The patched go-smtp (third_party/go-smtp) buffers replies and can
+	// flush them; upstream go-smtp, which a program importing sluice gets
+	// without the replace, writes each reply at once and has no method.
+	if f, ok := any(c).(interface{ FlushReplies() error }); ok {
+		tc.flushReplies = f.FlushReplies
+	}
 	_, isTLS := c.TLSConnectionState()
 	ctx, cancel := context.WithCancel(s.ctx)
 	return &session{
@@ -257,8 +263,12 @@ func (s *session) reject(what string, reply *sluice.Reply, attrs ...slog.Attr) e
 func (s *session) countError(reply *sluice.Reply) error {
 	s.tc.errors++
 	if s.tc.errors >= s.srv.cfg.maxErrors {
+		// go-smtp writes reply after the replies it holds for the
+		// client's earlier commands (a pipelining client sends several
+		// at once); the 421 follows before the next command is read.
 		s.log.Info("connection closed: too many errors", slog.Int("errors", s.tc.errors))
-		return s.closeWith(reply, replyTooManyErrors)
+		s.tc.closeAfterReply(replyTooManyErrors)
+		return toSMTPError(reply)
 	}
 	return toSMTPError(reply)
 }
@@ -275,10 +285,16 @@ func (s *session) recoverPanic(err *error) {
 	*err = s.closeWith(replyPanic)
 }
 
-// closeWith writes replies and closes the connection, for when the
-// session cannot go on (go-smtp would keep reading commands). It returns
-// the last reply as an error for go-smtp, whose write to the closed
-// connection is dropped.
+// closeWith writes replies and closes the connection at once, for when
+// the session cannot go on: what the client sends next is not a command
+// (the end of a message's data was never seen), or a method panicked. It
+// returns the last reply as an error for go-smtp, whose write to the
+// closed connection is dropped. The replies go straight to the connection,
+// ahead of any that go-smtp still holds; in DATA there are none (go-smtp
+// sends them before it reads the data), so only a panic or BDAT's chunks
+// can lose one, and the 421 that closes tells the client to try again.
+// countError's limit, where order matters, closes through closeAfterReply
+// instead.
 func (s *session) closeWith(replies ...*sluice.Reply) error {
 	nc := s.c.Conn()
 	writeReplies(nc, s.srv.cfg.writeTimeout, replies...)

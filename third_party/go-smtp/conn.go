@@ -1370,6 +1370,16 @@ func (c *Conn) flush() error {
 	return c.text.W.Flush()
 }
 
+// FlushReplies sends the replies buffered so far (sluice patch). An
+// embedder that writes to Conn() itself, for example a last reply before
+// it closes the connection, calls it first, so that what it writes
+// follows every reply to the commands before. Call it only from the
+// connection's goroutine: from a Session method that go-smtp calls there
+// (not Data during BDAT, which runs on a goroutine of its own), or from a
+// net.Conn method that go-smtp calls while it reads a command, such as
+// SetReadDeadline.
+func (c *Conn) FlushReplies() error { return c.flush() }
+
 // flushClose sends the buffered replies and closes the connection. It is
 // called only by the connection's own goroutine, the one that writes the
 // replies; Close, which Server.Close calls from another, does not flush.

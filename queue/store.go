@@ -231,13 +231,14 @@ func newGroupSync(syncFn func() error, observe func(int, time.Duration)) *groupS
 
 func (g *groupSync) wait() error {
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	ticket := g.started // a sync numbered above this began after our call
 	g.waiting++
 	for g.running {
 		g.cond.Wait()
 		if g.completed > ticket {
-			return g.err
+			err := g.err
+			g.mu.Unlock()
+			return err
 		}
 	}
 	g.started++
@@ -246,15 +247,32 @@ func (g *groupSync) wait() error {
 	g.waiting = 0
 	g.running = true
 	g.mu.Unlock()
+	return g.run(n, released)
+}
+
+// errSyncPanicked is what the callers waiting for a sync get when the
+// sync panicked instead of returning.
+var errSyncPanicked = errors.New("queue: store sync failed (panic)")
+
+// run is sync number n, for released callers, outside the lock. If syncFn
+// panics (pebble's fatal errors do: see pebbleLogger), the sync still
+// ends, failed, before the panic goes on: the callers waiting for it get
+// errSyncPanicked, and the next caller starts a sync of its own, rather
+// than all of them waiting for ever on a sync that never ends.
+func (g *groupSync) run(n uint64, released int) (err error) {
+	err = errSyncPanicked // unless syncFn returns
+	defer func() {
+		g.mu.Lock()
+		g.running = false
+		g.completed, g.err = n, err
+		g.cond.Broadcast()
+		g.mu.Unlock()
+	}()
 	began := time.Now()
-	err := g.syncFn()
+	err = g.syncFn()
 	if g.observe != nil {
 		g.observe(released, time.Since(began))
 	}
-	g.mu.Lock()
-	g.running = false
-	g.completed, g.err = n, err
-	g.cond.Broadcast()
 	return err
 }
 

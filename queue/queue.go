@@ -267,16 +267,21 @@ func (q *Queue) enqueue(ctx context.Context, env *sluice.Envelope, body io.Reade
 	q.mu.Unlock()
 	gen := q.opsGen.Load() // before the message exists: no operation can have touched it yet
 	se, first, err := q.spool.writeMessage(env.ID, env, st, domains, body)
-	if err == nil {
-		due := stateDueKey(env.ID, st)
-		q.noteEnqueued(st.lane(), candidate{key: due, id: env.ID, t: st.Next, se: se, st: st, gen: gen, first: first})
-		err = q.spool.gsync.wait()
-	}
-	if err != nil {
+	if err != nil { // nothing of the message is stored
 		q.mu.Lock()
 		q.count.lanes[st.lane()]--
 		q.count.addDomains(domains, -1)
 		q.mu.Unlock()
+		q.metrics.enqueueErrors.Inc()
+		return "", err
+	}
+	due := stateDueKey(env.ID, st)
+	q.noteEnqueued(st.lane(), candidate{key: due, id: env.ID, t: st.Next, se: se, st: st, gen: gen, first: first})
+	if err := q.spool.gsync.wait(); err != nil {
+		// The message is committed and hinted: it stays counted, and
+		// it is delivered if the store keeps it (see Enqueue). Taking it
+		// out of the counts here would count it out twice once its
+		// attempt finishes.
 		q.metrics.enqueueErrors.Inc()
 		return "", err
 	}

@@ -2,11 +2,15 @@ package admin
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -79,21 +83,68 @@ func (a *API) routes() {
 }
 
 // Handler returns the API's handler. Every request needs the bearer token
-// of [WithToken] when one is set.
-func (a *API) Handler() http.Handler {
+// of [WithToken] when one is set. Without a token, which suits only a
+// listener on loopback, it serves only requests that no other web site
+// can have made through the operator's browser (see [API.Protect]).
+func (a *API) Handler() http.Handler { return a.Protect(a.mux) }
+
+// Protect returns h behind the API's access check, for other endpoints of
+// the same listener that must not be open to anyone the API is not, such
+// as net/http/pprof's. With a token ([WithToken]) a request needs it as
+// its bearer token. Without one, a request is refused when a browser says
+// another site made it (an Origin that is not the request's own host, a
+// Sec-Fetch-Site other than same-origin or none), or when its Host is a
+// name other than localhost, which is what a page of another site that
+// rebinds its DNS name to 127.0.0.1 would send: the web page of any site
+// could otherwise reach a loopback API through the browser, and flush,
+// bounce or delete mail.
+func (a *API) Protect(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if a.cfg.token != "" && !a.authorized(r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="sluice"`)
 			writeError(w, http.StatusUnauthorized, errors.New("a bearer token is required"))
 			return
 		}
-		a.mux.ServeHTTP(w, r)
+		if a.cfg.token == "" {
+			if why := crossSite(r); why != "" {
+				writeError(w, http.StatusForbidden, errors.New("refused without a token: "+why))
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
 	})
 }
 
+// crossSite says why r may come from a page of another web site, or "".
+func crossSite(r *http.Request) string {
+	switch site := r.Header.Get("Sec-Fetch-Site"); site {
+	case "", "same-origin", "none":
+	default:
+		return "the browser says the request is " + site
+	}
+	if o := r.Header.Get("Origin"); o != "" {
+		u, err := url.Parse(o)
+		if err != nil || !strings.EqualFold(u.Host, r.Host) {
+			return "the request comes from " + o
+		}
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if _, err := netip.ParseAddr(host); err != nil && !strings.EqualFold(host, "localhost") {
+		return "Host " + r.Host + " is neither an IP address nor localhost"
+	}
+	return ""
+}
+
+// authorized compares the bearer token in constant time, of its length
+// too: both sides are hashed first.
 func (a *API) authorized(r *http.Request) bool {
 	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(a.cfg.token)) == 1
+	g, w := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(a.cfg.token))
+	return ok && subtle.ConstantTimeCompare(g[:], w[:]) == 1
 }
 
 // Error is the body of every error response.

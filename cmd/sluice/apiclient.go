@@ -55,7 +55,9 @@ func newAPIClient(f *apiFlags, config string) (*apiClient, error) {
 		if err != nil {
 			return nil, err
 		}
-		token, _, _ = strings.Cut(strings.TrimRight(string(b), "\r\n"), "\n")
+		// The first line, without blanks, as sluice serve reads it.
+		token, _, _ = strings.Cut(string(b), "\n")
+		token = strings.TrimSpace(token)
 	}
 	base := addr
 	if !strings.Contains(base, "://") {

@@ -494,7 +494,9 @@ func (v *validator) settings(fc *fileConfig) *settings {
 		cpuScheduling: v.oneOf("process.cpu_scheduling", fc.Process.CPUScheduling, "batch", "inherit"),
 	}
 	if fc.HTTP.TokenFile != "" {
-		if s.adminToken = v.secret("http.token_file", fc.HTTP.TokenFile); s.adminToken == "" && len(v.errs) == 0 {
+		// A bearer token never holds blanks, and HTTP trims them from
+		// the header: a token kept with them could never be presented.
+		if s.adminToken = strings.TrimSpace(v.secret("http.token_file", fc.HTTP.TokenFile)); s.adminToken == "" && len(v.errs) == 0 {
 			v.fail("http.token_file", "the first line of %s is empty", fc.HTTP.TokenFile)
 		}
 	}

@@ -375,3 +375,29 @@ func TestExampleConfigParses(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// A token file's first line is the admin token without its blanks: HTTP
+// trims them from the Authorization header, so a token kept with them
+// could never be presented (and sluice's own client reads it the same way).
+func TestAdminTokenIsTrimmed(t *testing.T) {
+	for _, content := range []string{"s3cret \n", "s3cret\t\r\nsecond line\r\n", " s3cret"} {
+		path := filepath.Join(t.TempDir(), "token")
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s, err := parseConfig("sluice.toml", []byte("[http]\ntoken_file = \""+path+"\"\n"))
+		if err != nil {
+			t.Fatalf("%q: %v", content, err)
+		}
+		if s.adminToken != "s3cret" {
+			t.Errorf("token file %q: token %q, want s3cret", content, s.adminToken)
+		}
+		c, err := newAPIClient(&apiFlags{tokenFile: path}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.token != "s3cret" {
+			t.Errorf("token file %q: the client sends %q, want s3cret", content, c.token)
+		}
+	}
+}

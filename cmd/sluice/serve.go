@@ -383,11 +383,19 @@ func httpHandler(h *health.Health, api *admin.API, withPprof bool) http.Handler 
 		mux.Handle("/status", api.StatusPage())
 	}
 	if withPprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		// Behind the admin API's check: with a token set, the profiles
+		// need it too (they show the process's internals).
+		protect := func(h http.HandlerFunc) http.Handler {
+			if api == nil {
+				return h
+			}
+			return api.Protect(h)
+		}
+		mux.Handle("/debug/pprof/", protect(pprof.Index))
+		mux.Handle("/debug/pprof/cmdline", protect(pprof.Cmdline))
+		mux.Handle("/debug/pprof/profile", protect(pprof.Profile))
+		mux.Handle("/debug/pprof/symbol", protect(pprof.Symbol))
+		mux.Handle("/debug/pprof/trace", protect(pprof.Trace))
 	}
 	return mux
 }

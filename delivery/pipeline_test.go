@@ -2,6 +2,7 @@ package delivery_test
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -283,5 +284,31 @@ func TestLineBreakInAddressNeverReachesTheWire(t *testing.T) {
 	msgs := sink.Messages()
 	if len(msgs) != 1 || strings.Join(msgs[0].To, ",") != "b@y.test,d@y.test" {
 		t.Fatalf("sink got %+v, want one message to b and d", msgs)
+	}
+}
+
+// TestManyRecipientsInOnePipelinedGroup: MAIL, 300 RCPTs and DATA outgrow
+// the session's 8 KiB write buffer, which then writes part of the group
+// before the flush; that write needs its deadline too (it had none set, so
+// a deadline of now: the transaction failed as a timeout, and the healthy
+// next hop was marked dead).
+func TestManyRecipientsInOnePipelinedGroup(t *testing.T) {
+	sink := newSink(t)
+	e := newAgent(t, delivery.WithSmarthost(sink.Addr()))
+	var to []string
+	for i := range 300 {
+		to = append(to, fmt.Sprintf("recipient-number-%03d@y.test", i))
+	}
+	for i, r := range deliver(t, e.agent, newMessage("x: y\r\n\r\nhi\r\n", "a@x.test", to...)) {
+		if r.Outcome != sluice.OutcomeDelivered {
+			t.Fatalf("recipient %d: %v %v, want delivered", i, r.Outcome, r.Reply)
+		}
+	}
+	if r := deliver(t, e.agent, newMessage("x: y\r\n\r\nhi\r\n", "a@x.test", "b@y.test"))[0]; r.Outcome != sluice.OutcomeDelivered {
+		t.Fatalf("the next message: %v %v, want delivered", r.Outcome, r.Reply)
+	}
+	msgs := sink.Messages()
+	if len(msgs) != 2 || len(msgs[0].To) != 300 {
+		t.Fatalf("sink got %d messages (first with %d recipients), want 2 (300)", len(msgs), len(msgs[0].To))
 	}
 }

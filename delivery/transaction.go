@@ -146,6 +146,10 @@ func sendable(from string, rcpts []*rcptState) []*rcptState {
 // their reply, or all of them the refusal of MAIL.
 func (cn *conn) envelope(msg *queue.Message, rcpts []*rcptState) (accepted []*rcptState, mailOK bool, err error) {
 	t := cn.a.cfg.timeouts
+	// A group of many RCPTs outgrows the write buffer, which then writes
+	// before flush would set the deadline: set it first, and drop the
+	// previous body's DataRate bound.
+	cn.wd.timeout, cn.wd.end = t.Mail, time.Time{}
 	cn.writeCommands(mailCommand(msg, cn.ext))
 	if cn.ext.pipelining {
 		for _, r := range rcpts {

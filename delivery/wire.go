@@ -45,7 +45,7 @@ func (cn *conn) takeOver() {
 	if g, ok := cn.raw.(*greetedConn); ok {
 		g.pending = nil // out-of-turn bytes, see above
 	}
-	cn.wd = &deadlineWriter{w: cn.raw, conn: cn.raw}
+	cn.wd = &deadlineWriter{w: cn.raw, conn: cn.raw, timeout: cn.a.cfg.timeouts.Command} // never 0: a zero timeout is a deadline of now
 	cn.bw = bufio.NewWriterSize(cn.wd, wireBufSize)
 	cn.tr = textproto.NewReader(bufio.NewReader(cn.raw))
 }

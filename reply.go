@@ -127,17 +127,19 @@ func (o Outcome) String() string {
 }
 
 // Classify is the one place that decides what an error means for a
-// recipient: nil is delivered, a 5xx [Reply] anywhere in the chain is
-// bounced, anything else (4xx replies, network errors, timeouts, unknown
-// errors) is deferred. Unknown errors defer because retrying is safe and
-// bouncing is not reversible.
+// recipient: nil or a 2xx [Reply] is delivered, a 5xx [Reply] anywhere in
+// the chain is bounced, anything else (4xx replies, network errors,
+// timeouts, unknown errors) is deferred. Unknown errors defer because
+// retrying is safe and bouncing is not reversible. A 3xx is deferred too:
+// where a final reply is due (to RCPT, or after the final dot) it is a
+// next hop out of step, not a delivery.
 func Classify(err error) Outcome {
 	if err == nil {
 		return OutcomeDelivered
 	}
 	if r, ok := ReplyOf(err); ok {
 		switch {
-		case r.Positive():
+		case r.Code >= 200 && r.Code < 300:
 			return OutcomeDelivered
 		case r.Permanent():
 			return OutcomeBounced

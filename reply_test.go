@@ -16,6 +16,7 @@ func TestClassify(t *testing.T) {
 		{"nil", nil, OutcomeDelivered},
 		{"250", NewReply(250, EnhancedCode{2, 0, 0}, "ok"), OutcomeDelivered},
 		{"451", NewReply(451, EnhancedCode{4, 3, 0}, "later"), OutcomeDeferred},
+		{"354 where a final reply is due", NewReply(354, EnhancedCode{}, "go on"), OutcomeDeferred},
 		{"550", NewReply(550, EnhancedCode{5, 1, 1}, "no such user"), OutcomeBounced},
 		{"wrapped 554", fmt.Errorf("delivery: data: %w", NewReply(554, EnhancedCode{5, 6, 0}, "no")), OutcomeBounced},
 		{"network error", errors.New("connection reset by peer"), OutcomeDeferred},

@@ -312,3 +312,41 @@ func TestManyRecipientsInOnePipelinedGroup(t *testing.T) {
 		t.Fatalf("sink got %d messages (first with %d recipients), want 2 (300)", len(msgs), len(msgs[0].To))
 	}
 }
+
+// TestThreeHundredReplyIsNotDelivery: a recipient is delivered only on a
+// 2xx to the final dot (or to its RCPT's transaction); a next hop that
+// answers RCPT or the dot with a 3xx is out of step, and the recipient is
+// deferred, not reported delivered.
+func TestThreeHundredReplyIsNotDelivery(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		steps []step
+	}{
+		{"RCPT 3xx", []step{
+			{"EHLO", "250 np.test"},
+			{"MAIL FROM:<a@x.test>", "250 ok"},
+			{"RCPT TO:<b@y.test>", "354 what?"},
+			{"RSET", "250 ok"},
+			{"QUIT", "221 bye"},
+		}},
+		{"final dot 3xx", []step{
+			{"EHLO", "250 np.test"},
+			{"MAIL FROM:<a@x.test>", "250 ok"},
+			{"RCPT TO:<b@y.test>", "250 ok"},
+			{"DATA", "354 go"},
+			{"DATA-BODY", "354 go on"},
+			{"QUIT", "221 bye"},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := &dialogue{}
+			addr, _ := fakeServer(t, "127.0.0.1:0", func(c net.Conn, r *bufio.Reader) {
+				d.play(c, r, "220 np.test ESMTP", tc.steps)
+			})
+			e := newAgent(t, delivery.WithSmarthost(addr))
+			if r := deliver(t, e.agent, newMessage("x: y\r\n\r\nhi\r\n", "a@x.test", "b@y.test"))[0]; r.Outcome != sluice.OutcomeDeferred {
+				t.Errorf("got %v %v, want deferred", r.Outcome, r.Reply)
+			}
+		})
+	}
+}

@@ -11,6 +11,7 @@ var (
 	replyBadSender    = sluice.NewReply(553, sluice.EnhancedCode{5, 1, 7}, "bad sender address syntax")
 	replyBadRecipient = sluice.NewReply(553, sluice.EnhancedCode{5, 1, 3}, "bad recipient address syntax")
 	replyNoSender     = sluice.NewReply(503, sluice.EnhancedCode{5, 5, 1}, "MAIL first")
+	replyNestedMail   = sluice.NewReply(503, sluice.EnhancedCode{5, 5, 1}, "nested MAIL command: a transaction is in progress (RSET first)")
 	replyTooLarge     = sluice.NewReply(552, sluice.EnhancedCode{5, 3, 4}, "message size exceeds fixed maximum message size")
 	replyTempFailure  = sluice.NewReply(451, sluice.EnhancedCode{4, 3, 0}, "temporary failure, please try again later")
 	replyNoSpace      = sluice.NewReply(452, sluice.EnhancedCode{4, 3, 1}, "insufficient system storage, please try again later")

@@ -95,6 +95,12 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) (err error) {
 	if opts == nil {
 		opts = &gosmtp.MailOptions{}
 	}
+	if s.env != nil {
+		// go-smtp lets MAIL restart a transaction in progress; a second
+		// MAIL refused by a filter would then have cleared the first's
+		// filter verdicts (quarantine, discard) and kept its recipients.
+		return s.reject("transaction", replyNestedMail, slog.String("from", from))
+	}
 	if reply := s.mailAllowed(); reply != nil {
 		return s.reject("transaction", reply, slog.String("from", from))
 	}

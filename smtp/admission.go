@@ -27,6 +27,7 @@ type client struct {
 	connRate *rate.Limiter
 	msgRate  *rate.Limiter
 	authFail *rate.Limiter
+	authOpen int // AUTH exchanges begun and not ended (authBegin)
 	seen     time.Time
 }
 
@@ -116,19 +117,33 @@ func (cs *clients) message(a netip.Addr, trusted bool) bool {
 	return cs.getLocked(a, now).msgRate.AllowN(now, 1)
 }
 
-// authAllowed reports whether a has failed AUTH budget left. Trusted
-// clients are throttled too: a password guesser can sit anywhere.
-func (cs *clients) authAllowed(a netip.Addr) bool {
+// authBegin reserves one failure of a's AUTH budget for an exchange about
+// to begin, or reports that none is left. Reserved when the exchange
+// begins, not spent when it fails: otherwise a client could begin one on
+// each of many connections while one failure was left, and guess on all
+// of them. authEnd ends the exchange. Trusted clients are throttled too: a
+// password guesser can sit anywhere.
+func (cs *clients) authBegin(a netip.Addr) bool {
 	now := time.Now()
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	return cs.getLocked(a, now).authFail.TokensAt(now) >= 1
+	c := cs.getLocked(a, now)
+	if c.authFail.TokensAt(now) < float64(c.authOpen+1) {
+		return false
+	}
+	c.authOpen++
+	return true
 }
 
-// authFailed spends one failed AUTH of a's budget.
-func (cs *clients) authFailed(a netip.Addr) {
+// authEnd ends an exchange that authBegin let begin; failed (wrong
+// credentials) spends its reserved failure.
+func (cs *clients) authEnd(a netip.Addr, failed bool) {
 	now := time.Now()
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	cs.getLocked(a, now).authFail.AllowN(now, 1)
+	c := cs.getLocked(a, now)
+	c.authOpen = max(0, c.authOpen-1)
+	if failed {
+		c.authFail.AllowN(now, 1)
+	}
 }

@@ -66,6 +66,9 @@ type session struct {
 	trusted  bool // the client is in the trusted networks
 	tls      bool // the session is encrypted
 	authUser string
+	// authOpen is set while an AUTH exchange that clients.authBegin let
+	// begin has not ended (authEnd).
+	authOpen bool
 	log      *slog.Logger
 
 	// ctx is cancelled when the session ends or the server closes.
@@ -214,6 +217,7 @@ func (s *session) Reset() {
 
 // Logout ends the session.
 func (s *session) Logout() error {
+	s.endAuth(false)
 	s.endTx()
 	s.cancel()
 	s.env = nil
@@ -338,10 +342,15 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	if s.srv.cfg.auth == nil || !s.tls {
 		return nil, gosmtp.ErrAuthUnsupported
 	}
-	if !s.srv.clients.authAllowed(s.addr.Addr()) {
+	// One failure of the budget is reserved now, and spent only if the
+	// credentials turn out wrong (authResult). An exchange the client
+	// abandoned ("*") never reached authResult: it ends here, unspent.
+	s.endAuth(false)
+	if !s.srv.clients.authBegin(s.addr.Addr()) {
 		s.log.Warn("AUTH refused: too many failures from the client")
 		return nil, s.countError(replyAuthThrottled)
 	}
+	s.authOpen = true
 	switch mech {
 	case sasl.Plain:
 		return sasl.NewPlainServer(func(identity, username, password string) error {
@@ -361,18 +370,27 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 // authResult logs the outcome of AUTH (never the password) and returns the
 // error for go-smtp to send.
 func (s *session) authResult(username string, err error) error {
+	s.endAuth(errors.Is(err, ErrBadCredentials))
 	switch {
 	case err == nil:
 		s.authUser = username
 		s.log.Info("authenticated", slog.String("user", username))
 		return nil
 	case errors.Is(err, ErrBadCredentials):
-		s.srv.clients.authFailed(s.addr.Addr())
 		s.log.Warn("authentication failed", slog.String("user", username))
 		return s.countError(replyAuthFailed)
 	default:
 		s.log.Error("authentication unavailable", slog.String("user", username), slog.Any("error", err))
 		return toSMTPError(replyAuthTemp)
+	}
+}
+
+// endAuth ends the AUTH exchange in progress, if any; failed spends the
+// failure it reserved.
+func (s *session) endAuth(failed bool) {
+	if s.authOpen {
+		s.authOpen = false
+		s.srv.clients.authEnd(s.addr.Addr(), failed)
 	}
 }
 

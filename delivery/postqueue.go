@@ -112,12 +112,14 @@ func (a *Agent) runPostQueue(ctx context.Context, msg *queue.Message) (filter.Ve
 	return a.cfg.postQueue.RunStage(ctx, filter.StagePostQueue, fm), nil
 }
 
-// quarantine holds msg for an operator at its first attempt and defers
-// its recipients; at a later attempt the message was released by an
-// operator (or was never held), so it goes on as accepted.
+// quarantine holds msg for an operator and defers its recipients, unless
+// an operator released it from hold already: then it goes on as accepted.
+// Not the attempt's number: a message whose first attempt was deferred
+// (the scanner down, the hold failed) and that the filter quarantines at
+// its second must be held all the same.
 func (a *Agent) quarantine(ctx context.Context, msg *queue.Message, v filter.Verdict) filter.Verdict {
-	if msg.Attempt > 1 {
-		a.log.InfoContext(ctx, "post-queue quarantine ignored after the first attempt", "queue_id", msg.Envelope.ID,
+	if msg.Released {
+		a.log.InfoContext(ctx, "post-queue quarantine ignored: an operator released the message", "queue_id", msg.Envelope.ID,
 			"attempt", msg.Attempt)
 		return filter.Verdict{Headers: v.Headers}
 	}

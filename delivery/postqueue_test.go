@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -256,6 +257,33 @@ func TestPostQueueQuarantineHolds(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitSink(t, s.sink, 1)
+}
+
+// TestPostQueueQuarantineAtALaterAttemptHolds: a quarantine counts at
+// whatever attempt the filter says it, until an operator has released the
+// message; here the scanner was busy at the first attempt.
+func TestPostQueueQuarantineAtALaterAttemptHolds(t *testing.T) {
+	var calls atomic.Int32
+	f := filter.FilterFunc(func(_ context.Context, m *filter.Message) (filter.Verdict, error) {
+		if calls.Add(1) == 1 {
+			return filter.Verdict{Action: filter.Tempfail, Reply: sluice.NewReply(451, sluice.EnhancedCode{4, 7, 1}, "scanner busy")}, nil
+		}
+		return filter.Verdict{Action: filter.Quarantine}, nil
+	})
+	s := newPostQueueSystem(t, postQueueChain(t, f))
+	id := s.enqueue(t, "alice@example.org", "ok@example.com")
+	ctx := context.Background()
+	waitUntil(t, "the message is held", func() bool {
+		info, err := s.q.Show(ctx, id)
+		return err == nil && info.State == queue.StateHeld
+	})
+	if n := s.sink.Count(); n != 0 {
+		t.Fatalf("quarantined at its second attempt, the message was delivered (%d messages)", n)
+	}
+	if err := s.q.Release(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	waitSink(t, s.sink, 1) // released: the filter's quarantine is not obeyed again
 }
 
 func waitUntil(t *testing.T, what string, cond func() bool) {

@@ -70,6 +70,10 @@ type Message struct {
 	Attempt int
 	// Size is the length of the body in bytes.
 	Size int64
+	// Released is set once an operator released the message from hold
+	// ([Queue.Release], or [Queue.Requeue] of a held message): a
+	// post-queue filter that quarantines it again is not obeyed.
+	Released bool
 
 	open func() (io.ReadCloser, error)
 }

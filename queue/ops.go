@@ -420,7 +420,7 @@ func (q *Queue) Release(ctx context.Context, id string) error {
 	return q.operate(id, func(p *pendingOps) { p.hold, p.release = false, true },
 		func(st *msgState, now int64) bool {
 			if st.Held {
-				st.Held, st.Next = false, now
+				st.Held, st.Released, st.Next = false, true, now
 			}
 			return false
 		})
@@ -439,7 +439,11 @@ func (q *Queue) Delete(ctx context.Context, id string) error {
 // never stored, so the attempt looks its route up afresh (seed 004).
 func (q *Queue) Requeue(ctx context.Context, id string) error {
 	return q.operate(id, func(p *pendingOps) { p.requeue = true },
-		func(st *msgState, now int64) bool { st.Held, st.Next = false, now; return false })
+		func(st *msgState, now int64) bool {
+			st.Released = st.Released || st.Held
+			st.Held, st.Next = false, now
+			return false
+		})
 }
 
 // Bounce returns every undelivered recipient of message id to its sender

@@ -157,6 +157,9 @@ type msgState struct {
 	Next     int64 `json:"next"` // unix nanoseconds of the next attempt
 	Last     int64 `json:"last,omitempty"`
 	Held     bool  `json:"held,omitempty"`
+	// Released is set once an operator released the message from hold
+	// (Queue.Release, or Queue.Requeue of a held message).
+	Released bool `json:"released,omitempty"`
 	// Bounce asks the next attempt to return every undelivered
 	// recipient to the sender instead of trying it (Queue.Bounce).
 	Bounce bool        `json:"bounce,omitempty"`

@@ -99,6 +99,9 @@ func appendStateJSON(dst []byte, s *msgState) []byte {
 	if s.Held {
 		dst = append(dst, `,"held":true`...)
 	}
+	if s.Released {
+		dst = append(dst, `,"released":true`...)
+	}
 	if s.Bounce {
 		dst = append(dst, `,"bounce":true`...)
 	}

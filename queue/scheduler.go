@@ -408,7 +408,7 @@ func (q *Queue) attempt(ctx context.Context, d Deliverer, e *entry) {
 		env.Recipients = append(env.Recipients, e.se.Env.Recipients[i])
 	}
 	var corrupt atomic.Pointer[error]
-	msg := &Message{Envelope: env, Attempt: st.Attempts + 1, Size: e.se.Size}
+	msg := &Message{Envelope: env, Attempt: st.Attempts + 1, Size: e.se.Size, Released: st.Released}
 	msg.open = func() (io.ReadCloser, error) {
 		return newBodyReader(q.spool.store, e.id, e.se, e.first, func(err error) { corrupt.Store(&err) }), nil
 	}
@@ -524,9 +524,11 @@ func (q *Queue) finish(e *entry, st *msgState) {
 	case e.ops.hold:
 		st.Held = true
 	case e.ops.release:
+		st.Released = st.Released || st.Held
 		st.Held = false
 	}
 	if e.ops.requeue {
+		st.Released = st.Released || st.Held
 		st.Next, st.Held = now, false
 	}
 	if e.ops.bounce {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sluicemta/sluice/delivery"
+	"github.com/sluicemta/sluice/internal/jsonenc"
 	"github.com/sluicemta/sluice/internal/logbuf"
 )
 
@@ -109,20 +110,32 @@ func (l *Log) Record(_ context.Context, r *delivery.Record) {
 }
 
 // rotateLocked shifts path.N-1 to path.N, ..., path to path.1 and opens
-// a new path.
-func (l *Log) rotateLocked() error {
-	if err := errors.Join(l.flushLocked(true), l.f.Close()); err != nil {
-		return err
+// a new path. Whatever step fails, a file is open at path afterwards (the
+// old one, or a new one if the old was moved away), so records go on being
+// written; a rotation that failed is tried again after another maxSize
+// bytes, not at every record.
+func (l *Log) rotateLocked() (err error) {
+	defer func() {
+		if err != nil {
+			l.size = 0
+		}
+	}()
+	if err := l.flushLocked(true); err != nil {
+		return err // the file stays open
 	}
-	for i := l.keep - 1; i >= 1; i-- {
-		if err := os.Rename(l.file(i), l.file(i+1)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
+	err = l.f.Close()
+	for i := l.keep - 1; i >= 1 && err == nil; i-- {
+		if rerr := os.Rename(l.file(i), l.file(i+1)); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			err = rerr
 		}
 	}
-	if err := os.Rename(l.path, l.file(1)); err != nil {
-		return err
+	if err == nil {
+		err = os.Rename(l.path, l.file(1))
 	}
-	return l.openLocked()
+	if oerr := l.openLocked(); oerr != nil {
+		return errors.Join(err, oerr)
+	}
+	return err
 }
 
 // file returns the name of the i-th file: path itself for 0.
@@ -260,13 +273,20 @@ func newMatcher(q Query) *matcher {
 	m := &matcher{q: q}
 	switch {
 	case q.QueueID != "":
-		m.needle = []byte(strings.ToLower(q.QueueID))
+		m.needle = jsonNeedle(q.QueueID)
 	case q.Recipient != "":
-		m.needle = []byte(strings.ToLower(q.Recipient))
+		m.needle = jsonNeedle(q.Recipient)
 	case q.Sender != "" && q.Sender != "<>":
-		m.needle = []byte(strings.ToLower(q.Sender))
+		m.needle = jsonNeedle(q.Sender)
 	}
 	return m
+}
+
+// jsonNeedle is s lower-cased as it appears inside a JSON string of a
+// record line: "&" is \u0026 there, a quote \", and so on.
+func jsonNeedle(s string) []byte {
+	q := jsonenc.AppendString(nil, strings.ToLower(s))
+	return q[1 : len(q)-1]
 }
 
 // maybe reports whether line may match: it contains the needle, ignoring

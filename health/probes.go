@@ -74,32 +74,44 @@ func TCPConnect() ProbeFunc {
 // SMTPSession returns a probe that opens an SMTP session (RFC 5321): the
 // server must greet with 220, answer "EHLO helo" with 250 and QUIT with
 // 221.
-func SMTPSession(helo string) ProbeFunc { return session("smtp", "EHLO", helo) }
+func SMTPSession(helo string) ProbeFunc { return session("smtp", "EHLO", helo, false) }
 
 // LMTPSession returns a probe that opens an LMTP session (RFC 2033): the
 // server must greet with 220, answer "LHLO lhlo" with 250 and QUIT with
 // 221.
-func LMTPSession(lhlo string) ProbeFunc { return session("lmtp", "LHLO", lhlo) }
+func LMTPSession(lhlo string) ProbeFunc { return session("lmtp", "LHLO", lhlo, false) }
 
-func session(proto, verb, name string) ProbeFunc {
+// SMTPSessionBehindProxy is [SMTPSession] for a server that expects a
+// PROXY protocol header from the probe's address (it trusts that address
+// as a proxy): the probe sends "PROXY UNKNOWN" first, a version 1 header
+// that tells the server to take the connection's own addresses (the PROXY
+// protocol, section 2.1).
+func SMTPSessionBehindProxy(helo string) ProbeFunc { return session("smtp", "EHLO", helo, true) }
+
+func session(proto, verb, name string, proxyHeader bool) ProbeFunc {
 	if name == "" {
 		name = "sluice-health-probe"
 	}
 	return func(ctx context.Context, addr string) error {
-		if err := probeSession(ctx, addr, verb+" "+name); err != nil {
+		if err := probeSession(ctx, addr, verb+" "+name, proxyHeader); err != nil {
 			return fmt.Errorf("health: %s probe %s: %w", proto, addr, err)
 		}
 		return nil
 	}
 }
 
-func probeSession(ctx context.Context, addr, hello string) error {
+func probeSession(ctx context.Context, addr, hello string, proxyHeader bool) error {
 	conn, stop, err := Dial(ctx, addr)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	defer stop()
+	if proxyHeader {
+		if _, err := io.WriteString(conn, "PROXY UNKNOWN\r\n"); err != nil {
+			return fmt.Errorf("PROXY header: %w", ctxErr(ctx, err))
+		}
+	}
 	tp := textproto.NewConn(conn)
 	if _, _, err := tp.ReadResponse(220); err != nil {
 		return fmt.Errorf("greeting: %w", ctxErr(ctx, err))
@@ -261,7 +273,16 @@ func ctxErr(ctx context.Context, err error) error {
 // [SMTPSession] bound to one address; a [Probe] runs the same check
 // repeatedly with rise and fall thresholds.
 func SMTPProbe(addr string, timeout time.Duration) Checker {
-	probe := SMTPSession("")
+	return smtpProbe(SMTPSession(""), addr, timeout)
+}
+
+// SMTPProbeBehindProxy is [SMTPProbe] with [SMTPSessionBehindProxy], for
+// a server that takes the probe's address for a proxy's.
+func SMTPProbeBehindProxy(addr string, timeout time.Duration) Checker {
+	return smtpProbe(SMTPSessionBehindProxy(""), addr, timeout)
+}
+
+func smtpProbe(probe ProbeFunc, addr string, timeout time.Duration) Checker {
 	return CheckerFunc(func(ctx context.Context) error {
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()

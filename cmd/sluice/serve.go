@@ -148,6 +148,30 @@ func serveSettings(fs *flag.FlagSet, f *serveFlags) (*settings, error) {
 	return s, nil
 }
 
+// probeIsProxy reports whether the readiness probe's connections to the
+// listener at addr come from an address in proxies, which the listener
+// then expects a PROXY header from: the listener's own address, or
+// loopback when it listens on every address.
+func probeIsProxy(addr net.Addr, proxies []netip.Prefix) bool {
+	ap, err := netip.ParseAddrPort(addr.String())
+	if err != nil {
+		return false
+	}
+	src := ap.Addr().Unmap()
+	switch {
+	case src.IsUnspecified() && src.Is4():
+		src = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	case src.IsUnspecified():
+		src = netip.IPv6Loopback()
+	}
+	for _, p := range proxies {
+		if p.Contains(src) {
+			return true
+		}
+	}
+	return false
+}
+
 // loopbackAddress reports whether host:port names a loopback address
 // ("localhost" included); "" and wildcard hosts are not.
 func loopbackAddress(hostport string) bool {
@@ -300,7 +324,11 @@ func serve(ctx context.Context, s *settings, log *slog.Logger) error {
 	}
 	sl := listeners[0]
 	h.AddReadiness("queue", health.CheckerFunc(q.Check))
-	h.AddReadiness("smtp", health.SMTPProbe(sl.Addr().String(), probeTimeout))
+	smtpProbe := health.SMTPProbe
+	if probeIsProxy(sl.Addr(), s.proxyNetworks) {
+		smtpProbe = health.SMTPProbeBehindProxy // the listener wants a PROXY header from it
+	}
+	h.AddReadiness("smtp", smtpProbe(sl.Addr().String(), probeTimeout))
 	h.AddReadiness("admission", health.CheckerFunc(srv.Check))
 	hs := &http.Server{
 		Handler:           httpHandler(h, api, s.pprof),

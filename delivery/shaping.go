@@ -163,6 +163,7 @@ type destination struct {
 	parkWhy      string // why it is parked, for errParked
 	parkFor      time.Duration
 	probing      bool          // a probe of a parked destination runs
+	probeFailed  bool          // the running probe failed already (failure doubles parkFor once)
 	changed      chan struct{} // closed and replaced when open, idle or window change
 	lastUsed     time.Time
 
@@ -292,7 +293,7 @@ func (d *destination) acquire(ctx context.Context) (*lease, error) {
 				d.mu.Unlock()
 				return nil, &errParked{until, why}
 			}
-			d.probing, probe = true, true
+			d.probing, d.probeFailed, probe = true, false, true
 		}
 		if n := len(d.idle); n > 0 {
 			c := d.idle[n-1]
@@ -368,7 +369,10 @@ func (d *destination) success() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.fails = 0
-	if !d.parkedUntil.IsZero() {
+	// A park for failures ends with any success; a reply rule's
+	// suspension only once its time is over (its probe's success), not
+	// with a session that was under way when the rule matched.
+	if !d.parkedUntil.IsZero() && (d.parkWhy == failuresWhy || !d.now().Before(d.parkedUntil)) {
 		d.parkedUntil, d.parkFor = time.Time{}, d.s.ParkFor
 		d.window, d.credit = min(d.s.InitialConcurrency, d.s.Concurrency), 0
 	}
@@ -395,10 +399,12 @@ func (d *destination) failure() (drop []*conn, parked bool) {
 		d.window = max(1, d.window-1)
 	}
 	switch {
-	case d.probing: // the probe failed: wait longer
+	case d.probing && !d.probeFailed: // the probe failed: wait longer
+		d.probeFailed = true // once per probe, however many next hops it tried
 		d.parkFor = min(2*d.parkFor, d.s.ParkMax)
 		d.parkedUntil, d.parkWhy = d.now().Add(d.parkFor), failuresWhy
 		parked = true
+	case d.probing: // the same probe failing at its next hop: parked already
 	case d.fails >= d.s.ParkAfter && d.parkedUntil.IsZero():
 		d.parkedUntil, d.parkWhy = d.now().Add(d.parkFor), failuresWhy
 		parked = true

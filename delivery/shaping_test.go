@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -242,5 +243,98 @@ func TestRateLimits(t *testing.T) {
 				t.Errorf("%d messages took %v at %v/s with a burst of %v, want at least 400ms", n, took, rate, rate)
 			}
 		})
+	}
+}
+
+// TestFailedProbeDoublesTheParkOnce: a probe of a parked destination with
+// three next hops fails at each of them, and the park doubles once (1m ->
+// 2m), not once per next hop (1m -> 8m).
+func TestFailedProbeDoublesTheParkOnce(t *testing.T) {
+	var hosts []delivery.PoolHost
+	for range 3 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		hosts = append(hosts, delivery.PoolHost{Addr: l.Addr().String()})
+		l.Close() // refused from now on
+	}
+	rt, err := delivery.NewRoutes([]delivery.Pool{{Name: "p", Hosts: hosts}}, []delivery.Route{{Domain: "*", Pool: "p"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := newClock()
+	d := &dialer{}
+	e := newAgent(t, delivery.WithRoutes(rt), delivery.WithClock(clk.Now), delivery.WithDialer(d.dial),
+		delivery.WithDeadHostTime(0),
+		delivery.WithShaping(delivery.Shaping{ParkAfter: 1, ParkFor: time.Minute, ParkMax: 30 * time.Minute}))
+	send := func() { deliver(t, e.agent, newMessage("x: y\r\n\r\nhi\r\n", "a@x.test", "b@y.test")) }
+	send() // fails at every host: parked for 1m
+	clk.Advance(61 * time.Second)
+	send() // the probe fails at all three: parked for 2m
+	n := len(d.Dialed())
+	clk.Advance(90 * time.Second)
+	send()
+	if got := len(d.Dialed()); got != n {
+		t.Fatalf("a probe 90s after a failed probe with ParkFor 1m (want 2m): %d dials -> %d", n, got)
+	}
+	clk.Advance(31 * time.Second)
+	send()
+	if got := len(d.Dialed()); got == n {
+		t.Errorf("no probe 2m after a failed probe with ParkFor 1m: the park doubled more than once")
+	}
+}
+
+// TestSuspensionOutlastsSessionsUnderWay: a session that was waiting for
+// its reply to the final dot when a reply rule suspended the destination
+// ends in success, and the suspension holds all the same.
+func TestSuspensionOutlastsSessionsUnderWay(t *testing.T) {
+	atDot := make(chan struct{})
+	release := make(chan struct{})
+	var n atomic.Int32
+	addr, accepted := fakeServer(t, "127.0.0.1:0", func(c net.Conn, r *bufio.Reader) {
+		switch n.Add(1) {
+		case 1: // under way: slow to answer the final dot
+			if !converse(c, r, "220 a.test ESMTP", "250 a.test", "250 ok", "250 ok", "354 go") {
+				return
+			}
+			for {
+				line, err := r.ReadString('\n')
+				if err != nil || line == ".\r\n" {
+					break
+				}
+			}
+			close(atDot)
+			select {
+			case <-release:
+			case <-time.After(5 * time.Second):
+			}
+			converse(c, r, "250 2.0.0 queued", "")
+			waitClosed(r)
+		default: // the provider blocks us
+			converse(c, r, "554 5.7.1 client host [127.0.0.1] blocked using zen.example", "")
+		}
+	})
+	e := newAgent(t, delivery.WithSmarthost(addr),
+		delivery.WithTimeouts(delivery.Timeouts{Data: 5 * time.Second}),
+		delivery.WithReplyRules(delivery.ReplyRule{
+			Name: "blocked", Match: regexp.MustCompile(`blocked using`), Action: delivery.ReplySuspend, For: time.Hour,
+		}))
+	done := make(chan sluice.Outcome, 1)
+	go func() {
+		done <- e.agent.Deliver(context.Background(), newMessage("x: y\r\n\r\nhi\r\n", "a@x.test", "a@y.test"))[0].Outcome
+	}()
+	<-atDot
+	if r := deliver(t, e.agent, newMessage("x: y\r\n\r\nhi\r\n", "a@x.test", "b@y.test"))[0]; r.Outcome != sluice.OutcomeDeferred {
+		t.Fatalf("blocked message: %v %v, want deferred", r.Outcome, r.Reply)
+	}
+	close(release)
+	if got := <-done; got != sluice.OutcomeDelivered {
+		t.Fatalf("the message under way: %v, want delivered", got)
+	}
+	before := accepted.Load()
+	r := deliver(t, e.agent, newMessage("x: y\r\n\r\nhi\r\n", "a@x.test", "c@y.test"))[0]
+	if got := accepted.Load(); got != before || r.Outcome != sluice.OutcomeDeferred {
+		t.Errorf("within the hour-long suspension: %d connections -> %d, result %v %v; want none opened, deferred", before, got, r.Outcome, r.Reply)
 	}
 }

@@ -25,8 +25,12 @@ func (s *session) Data(r io.Reader) (err error) {
 	if s.env == nil || len(s.env.Recipients) == 0 {
 		return toSMTPError(replyNoSender)
 	}
+	// The state stays stateData until go-smtp's reset ends the
+	// transaction (Reset), after it has drained what is left of a message
+	// refused early (too large, a line too long) and written the reply:
+	// the drain's reads renew the DATA timeout like the message's, so a
+	// client still sending gets its 552, not a 421 timeout.
 	s.tc.setState(stateData)
-	defer s.tc.setState(stateMail)
 
 	now := time.Now()
 	env := s.env.Clone()

@@ -122,11 +122,36 @@ func (l *listener) refuseFull(c *conn) {
 func (l *listener) admit(c *conn) {
 	defer l.srv.wg.Done()
 	s := l.srv
-	nc, err := l.prepare(c)
-	if err != nil {
+	dropped := func(err error) {
 		s.log.Info("connection dropped", slog.String("client", c.remote.Addr().String()),
 			slog.String("listener", l.kind.String()), slog.Any("error", err))
 		c.Close()
+	}
+	if err := l.readProxy(c); err != nil {
+		dropped(err)
+		return
+	}
+	// The client's own limits (connections, connection rate) come before
+	// an implicit-TLS listener's handshake, which costs CPU and holds a
+	// place of the connection cap for up to its timeout: one client must
+	// not spend either beyond its limits. Refused there, it is closed
+	// without a reply, which could only go over TLS.
+	release, reply := s.clients.connect(c.remote.Addr(), c.trusted)
+	if reply != nil {
+		s.log.Info("connection refused", slog.String("client", c.remote.Addr().String()),
+			slog.String("listener", l.kind.String()), slog.String("reply", reply.Error()))
+		s.metrics.refused(reasonClient)
+		if l.kind == KindSubmissions {
+			c.Close()
+		} else {
+			c.refuse(reply)
+		}
+		return
+	}
+	c.setRelease(release)
+	nc, err := l.handshake(c)
+	if err != nil {
+		dropped(err)
 		return
 	}
 	if reply, reason := s.admission(c); reply != nil {
@@ -143,16 +168,15 @@ func (l *listener) admit(c *conn) {
 	}
 }
 
-// prepare reads the PROXY header of a connection from a load balancer and
-// does the TLS handshake of an implicit-TLS listener, within the handshake
-// timeout. It returns the connection to hand to go-smtp.
-func (l *listener) prepare(c *conn) (net.Conn, error) {
+// readProxy reads the PROXY header of a connection from a load balancer,
+// within the handshake timeout, and decides whether the client is trusted.
+func (l *listener) readProxy(c *conn) error {
 	s := l.srv
 	if s.fromProxy(c.remote.Addr()) {
 		c.Conn.SetReadDeadline(c.capped(time.Now().Add(s.cfg.handshakeTimeout)))
 		h, err := readProxyHeader(c.Conn)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if !h.local {
 			c.remote = h.src
@@ -160,6 +184,13 @@ func (l *listener) prepare(c *conn) (net.Conn, error) {
 		}
 	}
 	c.trusted = s.trusted(c.remote.Addr())
+	return nil
+}
+
+// handshake does the TLS handshake of an implicit-TLS listener, within
+// the handshake timeout. It returns the connection to hand to go-smtp.
+func (l *listener) handshake(c *conn) (net.Conn, error) {
+	s := l.srv
 	if l.kind != KindSubmissions {
 		c.Conn.SetReadDeadline(time.Time{})
 		return c, nil
@@ -191,19 +222,14 @@ func greetingReply(r *sluice.Reply) *sluice.Reply {
 	return &sluice.Reply{Code: code, Enhanced: r.Enhanced, Message: r.Message}
 }
 
-// admission applies the per-client limits and the health gate to a new
-// connection. It returns nil, or the reply refusing it and the reason for
-// the metrics.
+// admission applies the health gate, the DNS blocklists and the connect
+// filters to a new connection that the client's limits admitted (admit).
+// It returns nil, or the reply refusing it and the reason for the metrics.
 func (s *Server) admission(c *conn) (*sluice.Reply, string) {
 	if ok, why := s.gate.open(s.ctx); !ok {
 		s.log.Warn("connection refused by the health gate", slog.String("gauge", why))
 		return replyGateSession, reasonGate
 	}
-	release, reply := s.clients.connect(c.remote.Addr(), c.trusted)
-	if reply != nil {
-		return reply, reasonClient
-	}
-	c.setRelease(release)
 	if s.screen != nil && !c.trusted && c.kind == KindSMTP {
 		if reply := s.screen.check(s.ctx, c.remote.Addr()); reply != nil {
 			return reply, reasonDNSBL

@@ -109,15 +109,7 @@ func defaultConfig() config {
 		tls:      &tls.Config{InsecureSkipVerify: true}, // RFC 7435: encrypt without authenticating
 		dnsCache: 10000,
 		now:      time.Now,
-		shaping: Shaping{
-			Concurrency:        20,
-			InitialConcurrency: 5,
-			MaxPerConnection:   100,
-			IdleTimeout:        10 * time.Second,
-			ParkAfter:          10,
-			ParkFor:            time.Minute,
-			ParkMax:            30 * time.Minute,
-		},
+		shaping:  DefaultShaping(),
 		shapeBy:   ShapeByDomain,
 		deadHost:  time.Minute,
 		logger:    slog.New(slog.DiscardHandler),
@@ -233,6 +225,23 @@ func WithDNSCache(entries int) Option { return func(c *config) { c.dnsCache = en
 // without waiting.
 // Default: time.Now.
 func WithClock(now func() time.Time) Option { return func(c *config) { c.now = now } }
+
+// DefaultShaping returns the limits that [WithShaping] starts from, for a
+// program that checks its own settings as [New] would: Concurrency 20,
+// InitialConcurrency 5, no message or connection rate limit,
+// MaxPerConnection 100, IdleTimeout 10s, ParkAfter 10, ParkFor 1m, ParkMax
+// 30m.
+func DefaultShaping() Shaping {
+	return Shaping{
+		Concurrency:        20,
+		InitialConcurrency: 5,
+		MaxPerConnection:   100,
+		IdleTimeout:        10 * time.Second,
+		ParkAfter:          10,
+		ParkFor:            time.Minute,
+		ParkMax:            30 * time.Minute,
+	}
+}
 
 // WithShaping sets the limits applied to each destination (see
 // [ShapeKey]). Zero fields keep their defaults; negative ones are an

@@ -127,6 +127,13 @@ func (a *Agent) SetReplyRules(rules ...ReplyRule) error {
 	return nil
 }
 
+// CheckRules reports whether SetShapingRules and SetReplyRules would take
+// these rules, without applying them: a reload that must apply all of a
+// new configuration or none of it checks first.
+func (a *Agent) CheckRules(shaping []ShapingRule, replies []ReplyRule) error {
+	return errors.Join(checkShapingRules(shaping, a.cfg.shaping), checkReplyRules(replies, a.cfg.shaping))
+}
+
 // SetShapingRules replaces the per-destination limits; they apply at once
 // to the destinations the agent knows (a backoff in force stays until it
 // ends). On an error the rules in force stay.

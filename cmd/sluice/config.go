@@ -493,6 +493,7 @@ func (v *validator) settings(fc *fileConfig) *settings {
 
 		cpuScheduling: v.oneOf("process.cpu_scheduling", fc.Process.CPUScheduling, "batch", "inherit"),
 	}
+	v.parkBounds(s.shaping, s.limits, s.replies)
 	if fc.HTTP.TokenFile != "" {
 		// A bearer token never holds blanks, and HTTP trims them from
 		// the header: a token kept with them could never be presented.

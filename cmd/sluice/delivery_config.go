@@ -110,10 +110,43 @@ func (v *validator) shaping(key string, c *shapingConfig) delivery.Shaping {
 		ParkFor:            v.duration(p+"park_for", c.ParkFor),
 		ParkMax:            v.duration(p+"park_max", c.ParkMax),
 	}
-	if s.ParkFor > 0 && s.ParkMax > 0 && s.ParkMax < s.ParkFor {
-		v.fail(p+"park_max", "%v is less than park_for %v", s.ParkMax, s.ParkFor)
-	}
 	return s
+}
+
+// parkBounds checks park_max against park_for wherever they meet: the
+// global limits over delivery's defaults, and each limit's and reply
+// rule's over those, as delivery.New will; a bound set alone can clash
+// with the default of the other (park_for = "1h" with the default
+// park_max of 30m), which New would refuse without a file or line.
+func (v *validator) parkBounds(global delivery.Shaping, limits []delivery.ShapingRule, replies []delivery.ReplyRule) {
+	over := func(base, s delivery.Shaping) delivery.Shaping {
+		if s.ParkFor != 0 {
+			base.ParkFor = s.ParkFor
+		}
+		if s.ParkMax != 0 {
+			base.ParkMax = s.ParkMax
+		}
+		return base
+	}
+	check := func(key string, base, own delivery.Shaping) {
+		eff := over(base, own)
+		if eff.ParkMax >= eff.ParkFor {
+			return
+		}
+		k := key + ".park_max"
+		if own.ParkMax == 0 {
+			k = key + ".park_for"
+		}
+		v.fail(k, "park_max %v is less than park_for %v (a bound not set here is the one it inherits)", eff.ParkMax, eff.ParkFor)
+	}
+	check("delivery.shaping", delivery.DefaultShaping(), global)
+	g := over(delivery.DefaultShaping(), global)
+	for i, r := range limits {
+		check(fmt.Sprintf("delivery.limits[%d]", i), g, r.Shaping)
+	}
+	for i, r := range replies {
+		check(fmt.Sprintf("delivery.reply_rule[%d]", i), g, r.Shaping)
+	}
 }
 
 func (v *validator) limits(cs []limitConfig) []delivery.ShapingRule {

@@ -44,7 +44,11 @@ func TestParseDeliveryConfigErrors(t *testing.T) {
 		{"negative rate", "[delivery.shaping]\nmessage_rate = -1.0\n",
 			`sluice.toml:2: delivery.shaping.message_rate: -1 must be positive (leave it out for no limit)`},
 		{"park max below park for", "[delivery.shaping]\npark_for = \"10m\"\npark_max = \"1m\"\n",
-			`sluice.toml:3: delivery.shaping.park_max: 1m0s is less than park_for 10m0s`},
+			`sluice.toml:3: delivery.shaping.park_max: park_max 1m0s is less than park_for 10m0s (a bound not set here is the one it inherits)`},
+		{"park for alone above the default park max", "[delivery.shaping]\npark_for = \"1h\"\n",
+			`sluice.toml:2: delivery.shaping.park_for: park_max 30m0s is less than park_for 1h0m0s (a bound not set here is the one it inherits)`},
+		{"a limit's park for above the park max it inherits", "[delivery.shaping]\npark_max = \"10m\"\n\n[[delivery.limits]]\nmatch = \"example.com\"\npark_for = \"20m\"\n",
+			`sluice.toml:6: delivery.limits[0].park_for: park_max 10m0s is less than park_for 20m0s (a bound not set here is the one it inherits)`},
 		{"bad shape_by", "[delivery]\nshape_by = \"mx\"\n",
 			`sluice.toml:2: delivery.shape_by: bad value "mx" (want domain or site)`},
 		{"negative DNS cache", "[delivery]\ndns_cache = -1\n",
@@ -210,9 +214,9 @@ func (nullEnqueuer) Enqueue(context.Context, *sluice.Envelope, io.Reader) (strin
 func TestReloadRoutes(t *testing.T) {
 	a, b := newSink(t), newSink(t)
 	file := filepath.Join(t.TempDir(), "sluice.toml")
-	write := func(addr string) {
+	write := func(addr string, extra ...string) {
 		t.Helper()
-		doc := "[[delivery.pool]]\nname = \"p\"\nhosts = [\"" + addr + "\"]\n[[delivery.route]]\ndomain = \"*\"\npool = \"p\"\n"
+		doc := "[[delivery.pool]]\nname = \"p\"\nhosts = [\"" + addr + "\"]\n[[delivery.route]]\ndomain = \"*\"\npool = \"p\"\n" + strings.Join(extra, "")
 		// Replaced atomically, as an operator's tools should: a reload
 		// racing with the write reads the old file or the new one, never
 		// a truncated one (which would be a valid, empty configuration).
@@ -259,6 +263,12 @@ func TestReloadRoutes(t *testing.T) {
 	reload <- os.Interrupt
 	reload <- os.Interrupt
 	write("bad") // a broken file changes nothing
+	reload <- os.Interrupt
+	reload <- os.Interrupt
+	// A file whose rules parse but that the running agent refuses (a
+	// limit's park_for above the park_max it runs with: shaping is not
+	// reloaded) changes nothing either, its routes included.
+	write(a.Addr(), "[delivery.shaping]\npark_max = \"2h\"\n[[delivery.limits]]\nmatch = \"*\"\npark_for = \"1h\"\n")
 	reload <- os.Interrupt
 	reload <- os.Interrupt
 	send()

@@ -733,9 +733,14 @@ func reloadRoutes(ctx context.Context, s *settings, agent *delivery.Agent, log *
 			continue
 		}
 		// loadConfig checked the rules; the agent checks them again
-		// against the limits it runs with, which a reload does not change.
+		// against the limits it runs with, which a reload does not
+		// change. All of the file's routes and rules apply, or none.
+		if err := agent.CheckRules(ns.limits, ns.replies); err != nil {
+			log.Error("reload failed, routes and rules unchanged", "err", err)
+			continue
+		}
 		if err := errors.Join(agent.SetShapingRules(ns.limits...), agent.SetReplyRules(ns.replies...)); err != nil {
-			log.Error("reload: rules not applied", "err", err)
+			log.Error("reload: rules not applied", "err", err) // not reached: checked above
 		}
 		agent.SetRoutes(ns.routes)
 		log.Info("routes and rules reloaded", "file", s.configFile)

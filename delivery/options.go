@@ -105,11 +105,11 @@ func defaultConfig() config {
 			DNS:       5 * time.Second,
 			DataRate:  8 << 10,
 		},
-		maxHosts: 5,
-		tls:      &tls.Config{InsecureSkipVerify: true}, // RFC 7435: encrypt without authenticating
-		dnsCache: 10000,
-		now:      time.Now,
-		shaping:  DefaultShaping(),
+		maxHosts:  5,
+		tls:       &tls.Config{InsecureSkipVerify: true}, // RFC 7435: encrypt without authenticating
+		dnsCache:  10000,
+		now:       time.Now,
+		shaping:   DefaultShaping(),
 		shapeBy:   ShapeByDomain,
 		deadHost:  time.Minute,
 		logger:    slog.New(slog.DiscardHandler),

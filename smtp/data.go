@@ -53,6 +53,12 @@ func (s *session) Data(r io.Reader) (err error) {
 		reply = s.enqueue(env, body, io.MultiReader(strings.NewReader(received), s.headerBlock(nil), body), s.txQuarantine)
 	}
 	var content *contentError
+	if errors.Is(body.err, gosmtp.ErrDataReset) {
+		// RSET during BDAT (RFC 3030: it ends the transfer) or the end of
+		// the connection: nothing was queued, the session goes on, and
+		// go-smtp answers the RSET; this reply goes nowhere.
+		return toSMTPError(replyReadFailed)
+	}
 	if body.err != nil && !errors.Is(body.err, gosmtp.ErrDataTooLarge) && !errors.As(body.err, &content) {
 		// The end of the data was never seen: what the client sends next
 		// is message text, not commands. End the session.

@@ -178,10 +178,16 @@ func (l *listener) readProxy(c *conn) error {
 		if err != nil {
 			return err
 		}
-		if !h.local {
-			c.remote = h.src
-			c.remoteAddr = net.TCPAddrFromAddrPort(h.src)
+		if h.local {
+			// The proxy speaking for itself (a health check), or for a
+			// client it could not name: never trusted to relay, even
+			// when the proxy's own address is in the trusted networks
+			// (a proxy on loopback).
+			c.trusted = false
+			return nil
 		}
+		c.remote = h.src
+		c.remoteAddr = net.TCPAddrFromAddrPort(h.src)
 	}
 	c.trusted = s.trusted(c.remote.Addr())
 	return nil

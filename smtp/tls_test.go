@@ -423,3 +423,18 @@ func sendInPieces(t *testing.T, c *client, text string, n int) {
 		text = text[k:]
 	}
 }
+
+// TestProxyLocalIsNeverTrusted: a PROXY header that names no client (v1
+// UNKNOWN, v2 LOCAL) leaves the proxy's own address as the client's; with
+// the proxy on loopback, which the default trusted networks hold, that
+// must not let whatever the proxy could not name relay.
+func TestProxyLocalIsNeverTrusted(t *testing.T) {
+	_, addr := startServer(t, &recorder{},
+		smtp.WithProxyNetworks(netip.MustParsePrefix("127.0.0.0/8")),
+		smtp.WithTrustedNetworks(netip.MustParsePrefix("127.0.0.0/8")),
+		smtp.WithLocalDomains("example.com"))
+	c := dial(t, addr)
+	c.send("PROXY UNKNOWN")
+	c.run(append(hello, step{"MAIL FROM:<a@example.org>", "250"}, step{"RCPT TO:<b@example.net>", "554 5.7.1"},
+		step{"RCPT TO:<b@example.com>", "250"}))
+}

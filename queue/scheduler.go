@@ -427,7 +427,7 @@ func (q *Queue) attempt(ctx context.Context, d Deliverer, e *entry) {
 		return false
 	}
 	if !isCorrupt() {
-		q.record(ctx, d, e, st, msg, due, results, isCorrupt)
+		q.record(d, e, st, msg, due, results, isCorrupt)
 	}
 }
 
@@ -446,7 +446,7 @@ func operatorBounce(n int) []Result {
 // final failures and delays, and ends the attempt. The Bouncer reads the
 // body too; if that finds it damaged, isCorrupt quarantines the message
 // and record stops.
-func (q *Queue) record(ctx context.Context, d Deliverer, e *entry, st *msgState, msg *Message, due []int, results []Result, isCorrupt func() bool) {
+func (q *Queue) record(d Deliverer, e *entry, st *msgState, msg *Message, due []int, results []Result, isCorrupt func() bool) {
 	now := q.cfg.now()
 	age := now.Sub(e.se.Env.Received)
 	expired := age >= q.cfg.maxAge
@@ -479,9 +479,15 @@ func (q *Queue) record(ctx context.Context, d Deliverer, e *entry, st *msgState,
 			}
 		}
 	}
+	// The notifications get a context of their own: the attempt's may be
+	// over already (a next hop that held the attempt to its timeout), and
+	// a bounce or warning queued with it would fail at every attempt, so
+	// an expired message would never be bounced. Close still ends them.
+	nctx, cancel := context.WithTimeout(q.baseCtx, q.cfg.attemptTime)
+	defer cancel()
 	notified := true
 	if len(failed) > 0 {
-		notified = q.notify(ctx, d, e, msg, failed)
+		notified = q.notify(nctx, d, e, msg, failed)
 		if isCorrupt() {
 			return
 		}
@@ -491,7 +497,7 @@ func (q *Queue) record(ctx context.Context, d Deliverer, e *entry, st *msgState,
 			}
 		}
 	}
-	if len(delayed) > 0 && q.warn(ctx, d, e, msg, delayed) {
+	if len(delayed) > 0 && q.warn(nctx, d, e, msg, delayed) {
 		for _, i := range delayedIdx {
 			st.Rcpts[i].Warned = true
 		}

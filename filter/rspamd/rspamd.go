@@ -143,33 +143,43 @@ func (f *Filter) exchange(ctx context.Context, addr string, m *filter.Message) (
 	return parseResult(body)
 }
 
-// setHeaders passes the envelope as rspamd's request headers.
+// setHeaders passes the envelope as rspamd's request headers, leaving out
+// a value HTTP cannot carry (a control character: a HELO, or a quoted
+// local part, may hold any). net/http would refuse the whole request, and
+// the error would count against a healthy replica: a client could eject
+// every replica with a few messages and switch scanning off for everyone.
 func (f *Filter) setHeaders(h http.Header, m *filter.Message) {
-	if f.cfg.password != "" {
-		h.Set("Password", f.cfg.password)
+	set := func(k, v string) {
+		if v != "" && headerValue(v) {
+			h.Add(k, v)
+		}
 	}
+	set("Password", f.cfg.password)
 	e := m.Envelope
 	if e == nil {
 		return
 	}
-	if e.From != "" {
-		h.Set("From", e.From)
-	}
+	set("From", e.From)
 	for _, r := range e.Recipients {
-		h.Add("Rcpt", r.Address)
+		set("Rcpt", r.Address)
 	}
 	if e.Client.Addr.IsValid() {
-		h.Set("IP", e.Client.Addr.Addr().Unmap().String())
+		set("IP", e.Client.Addr.Addr().Unmap().String())
 	}
-	if helo := e.Client.Helo; helo != "" && !strings.ContainsAny(helo, "\r\n") {
-		h.Set("Helo", helo)
+	set("Helo", e.Client.Helo)
+	set("User", e.Client.AuthUser)
+	set("Queue-Id", e.ID)
+}
+
+// headerValue reports whether v may be an HTTP header field's value (RFC
+// 9110 section 5.5): no control character but HTAB.
+func headerValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; (c < ' ' && c != '\t') || c == 0x7f {
+			return false
+		}
 	}
-	if e.Client.AuthUser != "" {
-		h.Set("User", e.Client.AuthUser)
-	}
-	if e.ID != "" {
-		h.Set("Queue-Id", e.ID)
-	}
+	return true
 }
 
 // unwrapURL drops net/http's *url.Error wrapper, whose text repeats the

@@ -411,13 +411,13 @@ func (q *Queue) Show(ctx context.Context, id string) (*Info, error) {
 // Hold stops message id from being tried until [Queue.Release]. A message
 // in flight is held when its attempt ends.
 func (q *Queue) Hold(ctx context.Context, id string) error {
-	return q.operate(id, func(p *pendingOps) { p.hold, p.release = true, false },
+	return q.operate(id, false,
 		func(st *msgState, now int64) bool { st.Held = true; return false })
 }
 
 // Release makes a held message due now.
 func (q *Queue) Release(ctx context.Context, id string) error {
-	return q.operate(id, func(p *pendingOps) { p.hold, p.release = false, true },
+	return q.operate(id, false,
 		func(st *msgState, now int64) bool {
 			if st.Held {
 				st.Held, st.Released, st.Next = false, true, now
@@ -431,14 +431,14 @@ func (q *Queue) Release(ctx context.Context, id string) error {
 // attempt returns (a recipient the next hop had already accepted is
 // delivered all the same).
 func (q *Queue) Delete(ctx context.Context, id string) error {
-	return q.operate(id, func(p *pendingOps) { p.remove = true },
+	return q.operate(id, true,
 		func(*msgState, int64) bool { return true })
 }
 
 // Requeue makes message id due now, releasing it if held. Routes are
 // never stored, so the attempt looks its route up afresh (seed 004).
 func (q *Queue) Requeue(ctx context.Context, id string) error {
-	return q.operate(id, func(p *pendingOps) { p.requeue = true },
+	return q.operate(id, false,
 		func(st *msgState, now int64) bool {
 			st.Released = st.Released || st.Held
 			st.Held, st.Next = false, now
@@ -451,15 +451,16 @@ func (q *Queue) Requeue(ctx context.Context, id string) error {
 // Deliverer's Bouncer at the next attempt, which is made due at once. On a
 // queue that is not serving, the bounce happens when Serve next runs.
 func (q *Queue) Bounce(ctx context.Context, id string) error {
-	return q.operate(id, func(p *pendingOps) { p.bounce = true },
+	return q.operate(id, false,
 		func(st *msgState, now int64) bool { st.Held, st.Bounce, st.Next = false, true, now; return false })
 }
 
 // operate applies an operation to message id: change to its stored state
-// (reporting whether to remove it instead), or, if it is in flight, ask to
-// record the operation in p, applied when the attempt ends. The change is
-// durable when operate returns.
-func (q *Queue) operate(id string, inflight func(p *pendingOps), change func(st *msgState, now int64) (remove bool)) error {
+// (reporting whether to remove it instead), or, if it is in flight, the
+// same change when its attempt ends, after the ones asked for before it;
+// remove (Delete) cancels the attempt too. The change is durable when
+// operate returns.
+func (q *Queue) operate(id string, remove bool, change stateChange) error {
 	if !validID(id) {
 		return fmt.Errorf("%w: %q is not a queue id", ErrNotFound, id)
 	}
@@ -467,20 +468,21 @@ func (q *Queue) operate(id string, inflight func(p *pendingOps), change func(st 
 		return err
 	}
 	defer q.calls.Done()
-	if err := q.operateLocked(id, inflight, change); err != nil {
+	if err := q.operateLocked(id, remove, change); err != nil {
 		return err
 	}
 	q.poke()
 	return q.spool.gsync.wait()
 }
 
-func (q *Queue) operateLocked(id string, inflight func(p *pendingOps), change func(st *msgState, now int64) bool) error {
+func (q *Queue) operateLocked(id string, remove bool, change stateChange) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	defer q.opsGen.Add(1) // after the write, before the unlock (see Queue.start)
 	if e := q.inflight[id]; e != nil {
-		inflight(&e.ops)
-		if e.ops.remove {
+		e.ops.changes = append(e.ops.changes, change)
+		if remove {
+			e.ops.remove = true
 			e.cancel()
 		}
 		return nil

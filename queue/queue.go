@@ -99,10 +99,16 @@ type entry struct {
 }
 
 // pendingOps are operations on a message in flight, applied after its
-// attempt.
+// attempt, in the order they were asked for: Requeue then Hold leaves the
+// message held, as it would an idle one.
 type pendingOps struct {
-	hold, release, requeue, bounce, remove bool
+	changes []stateChange
+	remove  bool // Delete: the attempt is cancelled too
 }
+
+// stateChange is an operation on a message's state at time now (unix
+// nanoseconds); it reports whether the message is to be removed instead.
+type stateChange func(st *msgState, now int64) (remove bool)
 
 // New opens the spool in dir, creating it if needed. Options are
 // validated once; an invalid one is an error. Opening reads the due index

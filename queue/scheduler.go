@@ -526,19 +526,8 @@ func (q *Queue) finish(e *entry, st *msgState) {
 			done = done && st.final(i)
 		}
 	}
-	switch {
-	case e.ops.hold:
-		st.Held = true
-	case e.ops.release:
-		st.Released = st.Released || st.Held
-		st.Held = false
-	}
-	if e.ops.requeue {
-		st.Released = st.Released || st.Held
-		st.Next, st.Held = now, false
-	}
-	if e.ops.bounce {
-		st.Next, st.Held, st.Bounce = now, false, true
+	for _, change := range e.ops.changes { // in the order asked for
+		done = change(st, now) || done
 	}
 	var err error
 	if done {

@@ -203,7 +203,12 @@ func (a *accumulator) add(v Verdict) bool {
 	a.headers = append(a.headers, v.Headers...)
 	for _, r := range v.Recipients {
 		if r.Action == Quarantine {
-			v.Action = Quarantine // held as a whole
+			if v.Action == Accept {
+				v.Action = Quarantine // held as a whole
+			}
+			// A whole-message verdict (Reject, Tempfail, Discard)
+			// overrides a recipient's, this one too: a Reject must
+			// not become a message accepted and held.
 			continue
 		}
 		if r.Action == Accept || a.rcptIndex(r.Address) >= 0 {

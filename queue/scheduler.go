@@ -531,16 +531,19 @@ func (q *Queue) finish(e *entry, st *msgState) {
 	}
 	var err error
 	if done {
-		err = q.spool.remove(e.id, e.se.bodyChunks(), e.due, e.domains)
-		q.count.addDomains(e.domains, -1)
-	} else {
-		err = q.spool.putState(e.id, e.due, st, e.domains)
+		if err = q.spool.remove(e.id, e.se.bodyChunks(), e.due, e.domains); err == nil {
+			q.count.addDomains(e.domains, -1)
+		}
+	} else if err = q.spool.putState(e.id, e.due, st, e.domains); err == nil {
 		q.count.lanes[st.lane()]++
 	}
 	if err != nil {
 		// The attempt is tried again from the older state: a duplicate,
-		// never a loss. Its index entry may be below the scan floor.
+		// never a loss. The message is still stored in its old lane
+		// (each write is one batch), counted there and by domain; its
+		// index entry may be below the scan floor.
 		q.log.Error("state not saved", "queue_id", e.id, "err", err)
+		q.count.lanes[e.lane]++
 		q.lowerFloor(e.lane, 0)
 	}
 	q.count.inflight[e.lane]--

@@ -522,6 +522,7 @@ func (q *Queue) Flush(ctx context.Context) (int, error) {
 	}
 	defer q.calls.Done()
 	lower, upper := laneRange(laneRetry)
+	start := q.cfg.now()
 	moved := 0
 	for {
 		var keys [][]byte
@@ -536,23 +537,27 @@ func (q *Queue) Flush(ctx context.Context) (int, error) {
 			break
 		}
 		lower = append(bytes.Clone(keys[len(keys)-1]), 0)
-		moved += q.flushKeys(keys)
+		moved += q.flushKeys(keys, start)
 		q.poke()
 	}
 	return moved, q.spool.gsync.wait()
 }
 
 // flushKeys makes the messages of the retry lane's index keys due within
-// the spread, skipping any that moved since they were read.
-func (q *Queue) flushKeys(keys [][]byte) int {
+// the spread from start, skipping any that moved since they were read.
+// A key already due in that window is left alone: it is as due as Flush
+// would make it, and it is where Flush puts the messages it moves, so
+// that the scan, which goes on past them, neither moves nor counts a
+// message twice (with no spread it never ended).
+func (q *Queue) flushKeys(keys [][]byte, start time.Time) int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	defer q.opsGen.Add(1) // after the writes, before the unlock (see Queue.start)
-	now := q.cfg.now()
+	from, to := start.UnixNano(), start.Add(q.cfg.restartSpread).UnixNano()
 	moved := 0
 	for _, k := range keys {
-		_, _, id, ok := parseDueKey(k)
-		if !ok || q.inflight[id] != nil {
+		_, t, id, ok := parseDueKey(k)
+		if !ok || q.inflight[id] != nil || (t >= from && t <= to) {
 			continue
 		}
 		se, err := q.spool.readEnvelope(id)
@@ -567,7 +572,7 @@ func (q *Queue) flushKeys(keys [][]byte) int {
 		if q.cfg.restartSpread > 0 {
 			jitter = rand.N(q.cfg.restartSpread)
 		}
-		st.Next = now.Add(jitter).UnixNano()
+		st.Next = start.Add(jitter).UnixNano()
 		if q.spool.putState(id, k, st, recipientDomains(se.Env)) == nil {
 			moved++
 		}

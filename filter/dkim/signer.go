@@ -180,7 +180,7 @@ func (s *Signer) sign(ctx context.Context, keys []Key, fields []string, header [
 	writers := make([]io.Writer, 0, len(keys))
 	for _, k := range keys {
 		opts := &msgauth.SignOptions{
-			Domain:                 k.Domain,
+			Domain:                 strings.TrimSuffix(k.Domain, "."), // d= has no root dot (RFC 6376 section 3.5)
 			Selector:               k.Selector,
 			Signer:                 k.Signer,
 			HeaderCanonicalization: msgauth.CanonicalizationRelaxed,
@@ -215,7 +215,8 @@ func (s *Signer) sign(ctx context.Context, keys []Key, fields []string, header [
 }
 
 // readHeader returns the header of a message, the empty line that ends it
-// included, leaving r at the start of the body.
+// included (added when the message is header fields only), leaving r at
+// the start of the body.
 func readHeader(r *bufio.Reader) ([]byte, error) {
 	var raw []byte
 	lineStart := true
@@ -231,6 +232,11 @@ func readHeader(r *bufio.Reader) ([]byte, error) {
 		case errors.Is(err, bufio.ErrBufferFull):
 			lineStart = false
 			continue
+		case errors.Is(err, io.EOF) && len(raw) > 0 && raw[len(raw)-1] == '\n':
+			// A message of header fields only (RFC 5322 section 3.5:
+			// the body, and the empty line before it, are optional): its
+			// body is empty, which is what it is signed with.
+			return append(raw, "\r\n"...), nil
 		case errors.Is(err, io.EOF):
 			return nil, errNoHeaderEnd
 		case err != nil:

@@ -356,7 +356,8 @@ func TestWhichMessagesAreSigned(t *testing.T) {
 		{"other domain", s, "alice", "192.0.2.1:1", withFrom("alice@example.org"), false},
 		{"lookalike domain", s, "alice", "192.0.2.1:1", withFrom("alice@notexample.com"), false},
 		{"no From", s, "alice", "192.0.2.1:1", strings.Replace(testMessage, "From:", "X-From:", 1), false},
-		{"no header end", s, "alice", "192.0.2.1:1", "From: alice@example.com\r\nSubject: x\r\n", false},
+		{"header fields only (RFC 5322 section 3.5)", s, "alice", "192.0.2.1:1", "From: alice@example.com\r\nSubject: x\r\n", true},
+		{"header cut off in a field", s, "alice", "192.0.2.1:1", "From: alice@example.com\r\nSubject: x", false},
 		{"trusted network", must(t, edK, dkim.WithSignIf(fromLoopback)), "", "127.0.0.1:1", testMessage, true},
 		{"outside trusted network", must(t, edK, dkim.WithSignIf(fromLoopback)), "", "192.0.2.1:1", testMessage, false},
 		{"always", must(t, edK, dkim.WithSignIf(dkim.Always)), "", "192.0.2.1:1", testMessage, true},
@@ -515,5 +516,39 @@ func send(t *testing.T, addr, from, to, body string) {
 	}
 	if err := c.Quit(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestHeaderOnlyAndRootedDomain: a message of header fields only (RFC 5322
+// section 3.5 makes the body and the empty line before it optional) is
+// signed, with an empty body; and a key whose domain is written with its
+// root dot ("example.com.") signs with d=example.com, which is what DMARC
+// aligns. Both signatures verify.
+func TestHeaderOnlyAndRootedDomain(t *testing.T) {
+	_, edK := writeKeys(t, "example.com.")
+	lookup := publish(t, edK) // its record name has the root dot: it is a DNS name
+	s, err := dkim.New([]dkim.Key{edK})
+	if err != nil {
+		t.Fatal(err)
+	}
+	headerOnly := "From: alice@example.com\r\nTo: bob@example.net\r\nSubject: ping\r\n"
+	for _, msg := range []string{headerOnly, testMessage} {
+		hdrs := sign(t, s, msg)
+		if len(hdrs) != 1 {
+			t.Fatalf("%d signatures of %q, want 1", len(hdrs), msg[:20])
+		}
+		if !strings.Contains(hdrs[0].Value, "d=example.com;") {
+			t.Errorf("signature %q lacks d=example.com;", hdrs[0].Value)
+		}
+		stored := store(hdrs, msg)
+		if msg == headerOnly {
+			// go-msgauth's verifier wants the empty line that ends a
+			// header; with it the body is as empty as without.
+			stored += "\r\n"
+		}
+		vs := verify(t, lookup, stored)
+		if len(vs) != 1 || vs[0].Err != nil || vs[0].Domain != "example.com" {
+			t.Fatalf("verification of %q: %+v", msg[:20], vs[0])
+		}
 	}
 }

@@ -135,14 +135,23 @@ func NewPool(name string, endpoints []string, check ProbeFunc, opts ...PoolOptio
 }
 
 // firstCheck checks every endpoint once, in parallel, and takes down the
-// ones that fail.
+// ones that fail. A check that panics fails, as in a Probe: on a goroutine
+// of its own it would end the process.
 func (p *Pool) firstCheck(check ProbeFunc) {
 	var wg sync.WaitGroup
 	for _, m := range p.members {
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), p.cfg.probeConfig().deadline)
 			defer cancel()
-			if err := check(ctx, m.addr); err != nil {
+			err := func() (err error) {
+				defer func() {
+					if r := recover(); r != nil {
+						err = fmt.Errorf("health: probe %s panicked: %v", m.addr, r)
+					}
+				}()
+				return check(ctx, m.addr)
+			}()
+			if err != nil {
 				m.probe.MarkDown(fmt.Errorf("first check: %w", err))
 			}
 		})

@@ -70,6 +70,23 @@ func TestInteropRealSpamd(t *testing.T) {
 	}
 }
 
+// An empty message (a caller of the filter's own, after the queue:
+// mail from SMTP always has a Received field) gets its line break too:
+// spamd waited on Content-length: 0 until the deadline.
+func TestInteropRealSpamdEmptyMessage(t *testing.T) {
+	addr := startSpamd(t)
+	pool := newPool(t, []string{addr}, health.WithProbeOptions(health.WithProbeDeadline(5*time.Second)))
+	for _, cmd := range []spamd.Command{spamd.Symbols, spamd.Headers} {
+		f := newFilter(t, pool, spamd.WithCommand(cmd))
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		_, err := f.Check(ctx, message(""))
+		cancel()
+		if err != nil {
+			t.Errorf("%v of an empty message: %v", cmd, err)
+		}
+	}
+}
+
 const cleanFull = "Received: from mail.example.org (mail.example.org [192.0.2.1])\r\n" +
 	"\tby mx.example.com with ESMTP id 4Fxyz; Sun, 29 Nov 2026 14:00:00 +0000\r\n" +
 	"From: Alice <alice@example.org>\r\nTo: Bob <bob@example.com>\r\nSubject: lunch tomorrow\r\n" +

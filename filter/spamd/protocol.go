@@ -109,8 +109,13 @@ func (f *Filter) send(conn net.Conn, m *filter.Message) error {
 	return w.Flush()
 }
 
+// lacksNewline reports whether m does not end with a line break: an empty
+// message too, on which spamd waits as on any other (Content-length: 0).
 func lacksNewline(m *filter.Message) (bool, error) {
-	if m.Size == 0 || m.Body == nil {
+	if m.Size == 0 {
+		return true, nil
+	}
+	if m.Body == nil {
 		return false, nil
 	}
 	var last [1]byte

@@ -324,9 +324,16 @@ func (q *Queue) start(d Deliverer, l lane, c candidate) bool {
 		// happen (batches are atomic), but a store is allowed to be
 		// imperfect: drop the stale entry.
 		q.log.Warn("due index entry without message deleted", "queue_id", id)
+		var domains []string
+		if v, verr := q.spool.store.Get(k); verr == nil {
+			domains, _ = decodeIndex(k, v)
+		}
 		b := q.spool.store.NewBatch()
 		b.Delete(k)
-		b.Commit()
+		if b.Commit() == nil { // the census counted the entry: uncount it
+			q.count.lanes[l]--
+			q.count.addDomains(domains, -1)
+		}
 		return false
 	case err != nil:
 		q.log.Error("message not readable; will retry", "queue_id", id, "err", err)

@@ -22,6 +22,7 @@ const (
 	stateIdle int32 = iota // no transaction: between commands or before MAIL
 	stateMail              // MAIL accepted, collecting recipients
 	stateData              // reading the message after DATA
+	stateDrain             // Data returned; go-smtp drains what is left of the message
 )
 
 // conn is the server side of one client connection. It sits under
@@ -154,7 +155,7 @@ func (c *conn) Read(p []byte) (int, error) {
 		if c.draining() {
 			return 0, errDraining
 		}
-		if c.state.Load() == stateData {
+		if st := c.state.Load(); st == stateData || st == stateDrain {
 			c.setReadDeadline(c.capped(time.Now().Add(c.srv.cfg.dataTimeout)))
 		}
 		n, err := c.Conn.Read(p)

@@ -25,12 +25,15 @@ func (s *session) Data(r io.Reader) (err error) {
 	if s.env == nil || len(s.env.Recipients) == 0 {
 		return toSMTPError(replyNoSender)
 	}
-	// The state stays stateData until go-smtp's reset ends the
-	// transaction (Reset), after it has drained what is left of a message
-	// refused early (too large, a line too long) and written the reply:
-	// the drain's reads renew the DATA timeout like the message's, so a
-	// client still sending gets its 552, not a 421 timeout.
+	// After Data, go-smtp drains what is left of a message refused early
+	// (too large, a line too long) before it writes the reply and resets
+	// (Reset). The drain's reads renew the DATA timeout like the
+	// message's (stateDrain), so a client still sending gets its 552, not
+	// a 421 timeout; but a client that stalls there is timed out and
+	// closed like one between commands, since what it sends next is the
+	// rest of its message, not commands.
 	s.tc.setState(stateData)
+	defer s.tc.setState(stateDrain)
 
 	now := time.Now()
 	env := s.env.Clone()

@@ -492,6 +492,11 @@ func (q *Queue) record(d Deliverer, e *entry, st *msgState, msg *Message, due []
 	// an expired message would never be bounced. Close still ends them.
 	nctx, cancel := context.WithTimeout(q.baseCtx, q.cfg.attemptTime)
 	defer cancel()
+	if q.deleting(e) {
+		// An operator deleted the message during its attempt: its sender
+		// is not told of it (for deleted spam, that would be backscatter).
+		failed, delayed = nil, nil
+	}
 	notified := true
 	if len(failed) > 0 {
 		notified = q.notify(nctx, d, e, msg, failed)
@@ -517,6 +522,13 @@ func (q *Queue) record(d Deliverer, e *entry, st *msgState, msg *Message, due []
 	st.Bounce = st.Bounce && !notified // an operator's bounce stands until the sender is told
 	st.Next = now.Add(q.backoff(st.Attempts)).UnixNano()
 	q.finish(e, st)
+}
+
+// deleting reports whether an operator deleted e during its attempt.
+func (q *Queue) deleting(e *entry) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return e.ops.remove
 }
 
 // finish ends e's attempt: it applies the operations asked for meanwhile,

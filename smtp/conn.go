@@ -19,10 +19,10 @@ import (
 // connection only between transactions), the DATA timeout and the count
 // of commands outside transactions.
 const (
-	stateIdle int32 = iota // no transaction: between commands or before MAIL
-	stateMail              // MAIL accepted, collecting recipients
-	stateData              // reading the message after DATA
-	stateDrain             // Data returned; go-smtp drains what is left of the message
+	stateIdle  int32 = iota // no transaction: between commands or before MAIL
+	stateMail               // MAIL accepted, collecting recipients
+	stateData               // reading the message after DATA
+	stateDrain              // Data returned; go-smtp drains what is left of the message
 )
 
 // conn is the server side of one client connection. It sits under

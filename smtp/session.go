@@ -98,6 +98,7 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) (err error) {
 	if opts == nil {
 		opts = &gosmtp.MailOptions{}
 	}
+	s.endAuth(false) // an AUTH exchange the client abandoned, if any
 	if s.env != nil {
 		// go-smtp lets MAIL restart a transaction in progress; a second
 		// MAIL refused by a filter would then have cleared the first's
@@ -342,29 +343,48 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	if s.srv.cfg.auth == nil || !s.tls {
 		return nil, gosmtp.ErrAuthUnsupported
 	}
+	if mech != sasl.Plain && mech != sasl.Login {
+		return nil, gosmtp.ErrAuthUnknownMechanism // no exchange: nothing reserved
+	}
 	// One failure of the budget is reserved now, and spent only if the
-	// credentials turn out wrong (authResult). An exchange the client
-	// abandoned ("*") never reached authResult: it ends here, unspent.
+	// credentials turn out wrong (authResult); an exchange that ends
+	// otherwise gives it back (endingServer). One the client abandoned
+	// ("*"), which go-smtp ends without asking the mechanism, gives it
+	// back at the session's next command (here, Mail) or its end.
 	s.endAuth(false)
 	if !s.srv.clients.authBegin(s.addr.Addr()) {
 		s.log.Warn("AUTH refused: too many failures from the client")
 		return nil, s.countError(replyAuthThrottled)
 	}
 	s.authOpen = true
-	switch mech {
-	case sasl.Plain:
-		return sasl.NewPlainServer(func(identity, username, password string) error {
+	if mech == sasl.Plain {
+		return endingServer{s, sasl.NewPlainServer(func(identity, username, password string) error {
 			if identity != "" && identity != username {
 				return s.authResult(username, ErrBadCredentials)
 			}
 			return s.authResult(username, s.srv.cfg.auth.Authenticate(s.ctx, username, password))
-		}), nil
-	case sasl.Login:
-		return &loginServer{check: func(username, password string) error {
-			return s.authResult(username, s.srv.cfg.auth.Authenticate(s.ctx, username, password))
-		}}, nil
+		})}, nil
 	}
-	return nil, gosmtp.ErrAuthUnknownMechanism
+	return endingServer{s, &loginServer{check: func(username, password string) error {
+		return s.authResult(username, s.srv.cfg.auth.Authenticate(s.ctx, username, password))
+	}}}, nil
+}
+
+// endingServer ends the session's AUTH exchange when its mechanism is
+// done or fails before the credentials were checked (a malformed
+// response): the failure it reserved is given back (after authResult,
+// which ended it already, this does nothing).
+type endingServer struct {
+	s *session
+	sasl.Server
+}
+
+func (e endingServer) Next(response []byte) ([]byte, bool, error) {
+	challenge, done, err := e.Server.Next(response)
+	if done || err != nil {
+		e.s.endAuth(false)
+	}
+	return challenge, done, err
 }
 
 // authResult logs the outcome of AUTH (never the password) and returns the

@@ -515,7 +515,8 @@ func (q *Queue) operateLocked(id string, remove bool, change stateChange) error 
 
 // Flush makes every deferred message due now, each at a random point in
 // the WithRestartSpread window so the retries do not all start at once,
-// and returns how many it moved. Held messages stay held.
+// and returns how many it moved; one already due within that window stays
+// where it is. Held messages stay held.
 func (q *Queue) Flush(ctx context.Context) (int, error) {
 	if err := q.begin(); err != nil {
 		return 0, err

@@ -40,7 +40,7 @@ var categoryText = []struct {
 // Categorize sorts a failure reply into a [Category], from its text (for
 // well-known phrases) and its RFC 3463 enhanced status code.
 func Categorize(r *sluice.Reply) Category {
-	if r == nil || r.Positive() {
+	if r == nil || sluice.Classify(r) == sluice.OutcomeDelivered { // a 3xx where a final reply was due is a failure
 		return CategoryNone
 	}
 	for _, t := range categoryText {

@@ -314,6 +314,7 @@ func TestCategorize(t *testing.T) {
 	}{
 		{nil, delivery.CategoryNone},
 		{sluice.NewReply(250, sluice.EnhancedCode{2, 0, 0}, "ok"), delivery.CategoryNone},
+		{sluice.NewReply(354, sluice.EnhancedCode{}, "go on"), delivery.CategoryOther}, // out of step: deferred, not delivered
 		{sluice.NewReply(550, sluice.EnhancedCode{5, 1, 1}, "no such user"), delivery.CategoryBadMailbox},
 		{sluice.NewReply(550, sluice.EnhancedCode{}, "User unknown in virtual mailbox table"), delivery.CategoryBadMailbox},
 		{sluice.NewReply(556, sluice.EnhancedCode{5, 1, 10}, "domain does not accept mail (null MX)"), delivery.CategoryRouting},

@@ -148,7 +148,7 @@ func (a *Agent) SetShapingRules(rules ...ShapingRule) error {
 // replyRule returns the first reply rule that matches r, or nil.
 func (a *Agent) replyRule(r *sluice.Reply) *ReplyRule {
 	rules := a.replyRules.Load()
-	if rules == nil || r == nil || r.Positive() {
+	if rules == nil || r == nil || sluice.Classify(r) == sluice.OutcomeDelivered {
 		return nil
 	}
 	line := r.Error()
@@ -230,7 +230,7 @@ func (a *Agent) applyRules(ctx context.Context, t *target, sent []*rcptState) (s
 	}
 	seen := make(map[string]decision)
 	for _, st := range sent {
-		if st.reply == nil || st.reply.Positive() {
+		if st.reply == nil || sluice.Classify(st.reply) == sluice.OutcomeDelivered {
 			continue
 		}
 		line := st.reply.Error()

@@ -83,16 +83,10 @@ func TestDeleteInFlightSendsNoNotification(t *testing.T) {
 			}
 			// Notifications go out before the attempt ends, and the
 			// deleted message is gone once it has ended.
-			deadline := time.Now().Add(5 * time.Second)
-			for {
-				if _, err := q.Show(context.Background(), id); errors.Is(err, ErrNotFound) {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatal("the deleted message is still there after 5s")
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
+			waitUntil(t, "the deleted message gone", func() bool {
+				_, err := q.Show(context.Background(), id)
+				return errors.Is(err, ErrNotFound)
+			})
 			if n, w := d.bounces.Load(), d.warns.Load(); n+w > 0 {
 				t.Errorf("deleted message notified its sender: %d bounces, %d delay warnings", n, w)
 			}

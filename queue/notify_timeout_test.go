@@ -58,11 +58,5 @@ func TestExpiredMessageIsBouncedAfterAnAttemptTimesOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	serve(t, q, d)
-	deadline := time.Now().Add(3 * time.Second)
-	for d.bounceOK.Load() == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if d.bounceOK.Load() == 0 {
-		t.Fatalf("expired message never bounced: %d Bounce calls, all failed; Depth=%d", d.bounceKO.Load(), q.Depth())
-	}
+	waitUntil(t, "a bounce of the expired message queued", func() bool { return d.bounceOK.Load() > 0 })
 }

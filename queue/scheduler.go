@@ -490,12 +490,18 @@ func (q *Queue) record(d Deliverer, e *entry, st *msgState, msg *Message, due []
 	// over already (a next hop that held the attempt to its timeout), and
 	// a bounce or warning queued with it would fail at every attempt, so
 	// an expired message would never be bounced. Close still ends them.
-	nctx, cancel := context.WithTimeout(q.baseCtx, q.cfg.attemptTime)
-	defer cancel()
-	if q.deleting(e) {
-		// An operator deleted the message during its attempt: its sender
-		// is not told of it (for deleted spam, that would be backscatter).
-		failed, delayed = nil, nil
+	// Made only when there is someone to tell, not for every attempt.
+	nctx := q.baseCtx
+	if len(failed) > 0 || len(delayed) > 0 {
+		if q.deleting(e) {
+			// An operator deleted the message during its attempt: its
+			// sender is not told of it (for deleted spam, backscatter).
+			failed, delayed = nil, nil
+		} else {
+			var cancel context.CancelFunc
+			nctx, cancel = context.WithTimeout(q.baseCtx, q.cfg.attemptTime)
+			defer cancel()
+		}
 	}
 	notified := true
 	if len(failed) > 0 {

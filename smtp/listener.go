@@ -136,16 +136,19 @@ func (l *listener) admit(c *conn) {
 	// place of the connection cap for up to its timeout: one client must
 	// not spend either beyond its limits. Refused there, it is closed
 	// without a reply, which could only go over TLS.
-	release, reply := s.clients.connect(c.remote.Addr(), c.trusted)
-	if reply != nil {
+	refused := func(reply *sluice.Reply, reason string, answer bool) {
 		s.log.Info("connection refused", slog.String("client", c.remote.Addr().String()),
 			slog.String("listener", l.kind.String()), slog.String("reply", reply.Error()))
-		s.metrics.refused(reasonClient)
-		if l.kind == KindSubmissions {
-			c.Close()
-		} else {
+		s.metrics.refused(reason)
+		if answer {
 			c.refuse(reply)
+		} else {
+			c.Close()
 		}
+	}
+	release, reply := s.clients.connect(c.remote.Addr(), c.trusted)
+	if reply != nil {
+		refused(reply, reasonClient, l.kind != KindSubmissions)
 		return
 	}
 	c.setRelease(release)
@@ -155,10 +158,7 @@ func (l *listener) admit(c *conn) {
 		return
 	}
 	if reply, reason := s.admission(c); reply != nil {
-		s.log.Info("connection refused", slog.String("client", c.remote.Addr().String()),
-			slog.String("listener", l.kind.String()), slog.String("reply", reply.Error()))
-		s.metrics.refused(reason)
-		c.refuse(reply)
+		refused(reply, reason, true)
 		return
 	}
 	select {

@@ -3,7 +3,6 @@ package rspamd
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -28,8 +27,8 @@ func defaultConfig() config {
 
 func (c *config) validate() error {
 	var errs []error
-	if strings.ContainsAny(c.password, "\r\n") {
-		errs = append(errs, errors.New("password contains a line break"))
+	if !headerValue(c.password) {
+		errs = append(errs, errors.New("password contains a control character, which an HTTP header cannot carry"))
 	}
 	if c.maxSize <= 0 {
 		errs = append(errs, fmt.Errorf("max size %d: must be positive", c.maxSize))

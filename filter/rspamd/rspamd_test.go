@@ -234,7 +234,7 @@ func TestDeadReplica(t *testing.T) {
 
 func TestNewRejectsBadOptions(t *testing.T) {
 	pool := newPool(t, []string{"127.0.0.1:1"}, health.WithProbeOptions(health.WithProbeInterval(time.Hour)))
-	for _, opt := range []rspamd.Option{rspamd.WithPassword("a\nb"), rspamd.WithMaxSize(0), rspamd.WithTimeout(0), rspamd.WithAttempts(0)} {
+	for _, opt := range []rspamd.Option{rspamd.WithPassword("a\nb"), rspamd.WithPassword("a\x01b"), rspamd.WithMaxSize(0), rspamd.WithTimeout(0), rspamd.WithAttempts(0)} {
 		if _, err := rspamd.New(pool, opt); err == nil || !strings.HasPrefix(err.Error(), "rspamd: ") {
 			t.Errorf("New with a bad option: err = %v", err)
 		}

@@ -238,52 +238,38 @@ func TestPostQueueTempfailAndDiscard(t *testing.T) {
 }
 
 // TestPostQueueQuarantineHolds: a quarantined message is held for an
-// operator; once released it is delivered.
+// operator, whatever attempt the filter says it at (here also the second,
+// the scanner busy at the first), and once released it is delivered: the
+// filter's quarantine is not obeyed again.
 func TestPostQueueQuarantineHolds(t *testing.T) {
-	q := filter.FilterFunc(func(_ context.Context, m *filter.Message) (filter.Verdict, error) {
-		return filter.Verdict{Action: filter.Quarantine}, nil
-	})
-	s := newPostQueueSystem(t, postQueueChain(t, q))
-	id := s.enqueue(t, "alice@example.org", "ok@example.com")
-	ctx := context.Background()
-	waitUntil(t, "the message is held", func() bool {
-		info, err := s.q.Show(ctx, id)
-		return err == nil && info.State == queue.StateHeld
-	})
-	if n := s.sink.Count(); n != 0 {
-		t.Fatalf("quarantined message delivered (%d messages)", n)
+	for _, tc := range []struct {
+		name string
+		busy int32 // attempts the scanner tempfails first
+	}{{"first attempt", 0}, {"second attempt", 1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var calls atomic.Int32
+			f := filter.FilterFunc(func(_ context.Context, m *filter.Message) (filter.Verdict, error) {
+				if calls.Add(1) <= tc.busy {
+					return filter.Verdict{Action: filter.Tempfail, Reply: sluice.NewReply(451, sluice.EnhancedCode{4, 7, 1}, "scanner busy")}, nil
+				}
+				return filter.Verdict{Action: filter.Quarantine}, nil
+			})
+			s := newPostQueueSystem(t, postQueueChain(t, f))
+			id := s.enqueue(t, "alice@example.org", "ok@example.com")
+			ctx := context.Background()
+			waitUntil(t, "the message is held", func() bool {
+				info, err := s.q.Show(ctx, id)
+				return err == nil && info.State == queue.StateHeld
+			})
+			if n := s.sink.Count(); n != 0 {
+				t.Fatalf("quarantined message delivered (%d messages)", n)
+			}
+			if err := s.q.Release(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+			waitSink(t, s.sink, 1)
+		})
 	}
-	if err := s.q.Release(ctx, id); err != nil {
-		t.Fatal(err)
-	}
-	waitSink(t, s.sink, 1)
-}
-
-// TestPostQueueQuarantineAtALaterAttemptHolds: a quarantine counts at
-// whatever attempt the filter says it, until an operator has released the
-// message; here the scanner was busy at the first attempt.
-func TestPostQueueQuarantineAtALaterAttemptHolds(t *testing.T) {
-	var calls atomic.Int32
-	f := filter.FilterFunc(func(_ context.Context, m *filter.Message) (filter.Verdict, error) {
-		if calls.Add(1) == 1 {
-			return filter.Verdict{Action: filter.Tempfail, Reply: sluice.NewReply(451, sluice.EnhancedCode{4, 7, 1}, "scanner busy")}, nil
-		}
-		return filter.Verdict{Action: filter.Quarantine}, nil
-	})
-	s := newPostQueueSystem(t, postQueueChain(t, f))
-	id := s.enqueue(t, "alice@example.org", "ok@example.com")
-	ctx := context.Background()
-	waitUntil(t, "the message is held", func() bool {
-		info, err := s.q.Show(ctx, id)
-		return err == nil && info.State == queue.StateHeld
-	})
-	if n := s.sink.Count(); n != 0 {
-		t.Fatalf("quarantined at its second attempt, the message was delivered (%d messages)", n)
-	}
-	if err := s.q.Release(ctx, id); err != nil {
-		t.Fatal(err)
-	}
-	waitSink(t, s.sink, 1) // released: the filter's quarantine is not obeyed again
 }
 
 func waitUntil(t *testing.T, what string, cond func() bool) {

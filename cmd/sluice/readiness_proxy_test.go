@@ -2,14 +2,11 @@ package main
 
 import (
 	"context"
-	"log/slog"
 	"net"
 	"net/netip"
 	"testing"
 
 	"github.com/sluicemta/sluice/health"
-	"github.com/sluicemta/sluice/queue"
-	"github.com/sluicemta/sluice/smtp"
 )
 
 // With a proxy on the same host (proxy_networks holding loopback), the
@@ -20,29 +17,15 @@ func TestReadinessProbeBehindLocalProxy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	q, err := queue.New(t.TempDir())
+	addr := serveSMTP(t, s)
+	l, err := net.ResolveTCPAddr("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer q.Close()
-	opts, _, err := smtpOptions(s, q, slog.New(slog.DiscardHandler), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := smtp.New(q, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(l)
-	if !probeIsProxy(l.Addr(), s.proxyNetworks) {
+	if !probeIsProxy(l, s.proxyNetworks) {
 		t.Fatal("probeIsProxy: false for a listener on 127.0.0.1 with 127.0.0.1/32 a proxy network")
 	}
-	if err := health.SMTPProbeBehindProxy(l.Addr().String(), probeTimeout).Check(context.Background()); err != nil {
+	if err := health.SMTPProbeBehindProxy(addr, probeTimeout).Check(context.Background()); err != nil {
 		t.Errorf("readiness probe of a healthy server behind a local proxy: %v", err)
 	}
 }

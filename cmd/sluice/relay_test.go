@@ -34,6 +34,34 @@ func exampleConfigs(t *testing.T) map[string]*settings {
 	return configs
 }
 
+// serveSMTP serves sluice serve's SMTP acceptor for the settings s, with
+// extra options after its own, on 127.0.0.1:0 and a queue in a temporary
+// spool, until the test ends; it returns the listener's address.
+func serveSMTP(t *testing.T, s *settings, extra ...smtp.Option) string {
+	t.Helper()
+	s.spool = t.TempDir()
+	q, err := queue.New(s.spool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Close() })
+	opts, _, err := smtpOptions(s, q, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := smtp.New(q, append(opts, extra...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	return l.Addr().String()
+}
+
 // TestNoOpenRelay: in the default configuration and in every example, a
 // client outside the trusted networks, not authenticated, cannot relay to
 // a foreign domain. The test client claims an outside address
@@ -47,29 +75,8 @@ func TestNoOpenRelay(t *testing.T) {
 					t.Errorf("trusted network %v trusts the whole Internet", p)
 				}
 			}
-			s.spool = t.TempDir()
-			q, err := queue.New(s.spool)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer q.Close()
-			opts, _, err := smtpOptions(s, q, slog.New(slog.DiscardHandler), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			opts = append(opts, smtp.WithProxyNetworks(netip.MustParsePrefix("127.0.0.0/8")), smtp.WithHostname("mx.test"))
-			srv, err := smtp.New(q, opts...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer srv.Close()
-			l, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			go srv.Serve(l)
-
-			nc, err := net.DialTimeout("tcp", l.Addr().String(), 5*time.Second)
+			addr := serveSMTP(t, s, smtp.WithProxyNetworks(netip.MustParsePrefix("127.0.0.0/8")), smtp.WithHostname("mx.test"))
+			nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
 			if err != nil {
 				t.Fatal(err)
 			}

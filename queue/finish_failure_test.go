@@ -3,8 +3,6 @@ package queue
 import (
 	"context"
 	"errors"
-	"log/slog"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 
@@ -37,10 +35,7 @@ func (b *commitFailBatch) Commit() error {
 // negative once the retry removes it, for good.
 func TestFailedWriteAfterAttemptKeepsCountsExact(t *testing.T) {
 	dir := t.TempDir()
-	st, err := openPebble(filepath.Join(dir, "db"), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := spoolStore(t, dir)
 	fs := &commitFailStore{Store: st}
 	q := newTestQueue(t, dir, WithStore(fs))
 	var n atomic.Int32

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -582,10 +580,7 @@ func (f deliverFunc) Deliver(ctx context.Context, msg *Message) []Result { retur
 // from the first message to the last one after List has passed the first.
 func TestListSeesAttemptsThatStartDuringIt(t *testing.T) {
 	dir := t.TempDir()
-	st, err := openPebble(filepath.Join(dir, "db"), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := spoolStore(t, dir)
 	hs := &scanHook{Store: st, hookAt: 10}
 	q := newTestQueue(t, dir, WithStore(hs), WithWorkers(1), WithRetry(time.Hour, 2*time.Hour))
 	ctx := context.Background()

@@ -121,6 +121,17 @@ func testEnvelope(rcpts ...string) *sluice.Envelope {
 	return env
 }
 
+// spoolStore opens the pebble store of a spool at dir, as New would, for
+// a test that wraps it (WithStore) or writes behind the queue's back.
+func spoolStore(t *testing.T, dir string) Store {
+	t.Helper()
+	st, err := openPebble(filepath.Join(dir, "db"), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 func newTestQueue(t *testing.T, dir string, opts ...Option) *Queue {
 	t.Helper()
 	q, err := New(dir, append([]Option{WithRetry(10*time.Millisecond, 40*time.Millisecond)}, opts...)...)
@@ -599,10 +610,7 @@ func TestNewRejectsBadOptions(t *testing.T) {
 // spool dir; a negative offset counts from the end.
 func damage(t *testing.T, dir string, key []byte, off int) {
 	t.Helper()
-	st, err := openPebble(filepath.Join(dir, "db"), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := spoolStore(t, dir)
 	defer st.Close()
 	v, err := st.Get(key)
 	if err != nil {

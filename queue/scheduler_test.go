@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -30,10 +29,7 @@ type scanCounter struct {
 
 func newScanCounter(t *testing.T, dir string) *scanCounter {
 	t.Helper()
-	st, err := openPebble(filepath.Join(dir, "db"), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := spoolStore(t, dir)
 	return &scanCounter{Store: st, scans: make(map[lane]int)}
 }
 
@@ -311,10 +307,7 @@ func (s *chunkReadCounter) Get(k []byte) ([]byte, error) {
 // back from the store; a larger one is read from the store.
 func TestSmallBodyIsHandedOffToFirstAttempt(t *testing.T) {
 	dir := t.TempDir()
-	st, err := openPebble(filepath.Join(dir, "db"), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := spoolStore(t, dir)
 	rc := &chunkReadCounter{Store: st}
 	q := newTestQueue(t, dir, WithStore(rc))
 	d := newDeliverer(accept)

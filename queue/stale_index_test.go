@@ -2,8 +2,6 @@ package queue
 
 import (
 	"context"
-	"log/slog"
-	"path/filepath"
 	"testing"
 )
 
@@ -15,10 +13,7 @@ func TestStaleIndexEntryIsUncounted(t *testing.T) {
 	q := newTestQueue(t, dir)
 	id := enqueue(t, q, "s@example.org", "r@example.com")
 	q.Close()
-	st, err := openPebble(filepath.Join(dir, "db"), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := spoolStore(t, dir)
 	b := st.NewBatch()
 	b.Delete(envKey(id))
 	b.Delete(stateKey(id))

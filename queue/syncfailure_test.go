@@ -3,8 +3,6 @@ package queue
 import (
 	"context"
 	"errors"
-	"log/slog"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -32,10 +30,7 @@ func (s *syncFailStore) Sync() error {
 func newSyncFailQueue(t *testing.T) (*Queue, *syncFailStore) {
 	t.Helper()
 	dir := t.TempDir()
-	st, err := openPebble(filepath.Join(dir, "db"), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := spoolStore(t, dir)
 	fs := &syncFailStore{Store: st}
 	return newTestQueue(t, dir, WithStore(fs)), fs
 }
